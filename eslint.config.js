@@ -25,7 +25,11 @@ export default defineConfig(
   comments.recommended,
   {
     languageOptions: {
-      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname }
+      parserOptions: {
+        // The probe file lets test/toolchain/lint-rules.test.ts lint snippets as if they lived in src/.
+        projectService: { allowDefaultProject: ["src/lifecycle/__lint_probe__.ts"] },
+        tsconfigRootDir: import.meta.dirname
+      }
     },
     rules: {
       "@typescript-eslint/no-floating-promises": "error",
