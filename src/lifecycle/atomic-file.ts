@@ -27,7 +27,8 @@ export const writeFileAtomic = Effect.fn("writeFileAtomic")(function*(
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${++tempCounter}.tmp`)
   const removeTmp = fs.remove(tmp, { force: true }).pipe(Effect.ignore)
   yield* Effect.scoped(Effect.gen(function*() {
-    const file = yield* fs.open(tmp, { flag: "w", mode: options?.mode ?? 0o600 })
+    // "wx": create exclusively, so a symlink planted at the temp path is refused rather than followed.
+    const file = yield* fs.open(tmp, { flag: "wx", mode: options?.mode ?? 0o600 })
     yield* file.writeAll(bytes)
     yield* file.sync
   })).pipe(Effect.onError(() => removeTmp))

@@ -8,7 +8,7 @@ import { Clock, Effect, FileSystem, Layer, Path, Schedule, Schema } from "effect
 import { makeCoalescingSaver } from "../lifecycle/coalescing-saver.ts"
 import { writeFileAtomic } from "../lifecycle/atomic-file.ts"
 import { defaultMemoryLimits, type MemoryLimits, type MemorySnapshot, MemoryState } from "./memory-state.ts"
-import { RegistryStore, StoreError } from "./store.ts"
+import { RegistryStore, StoredInboxItem, StoredNodeId, StoreError } from "./store.ts"
 
 export interface EmbeddedStoreOptions {
   /** Snapshot file; no persistence when absent. */
@@ -31,7 +31,7 @@ export class SnapshotUnreadable extends Schema.TaggedError<SnapshotUnreadable>()
   }
 }
 
-const NodeId = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffffffff }))
+const NodeId = StoredNodeId
 const Lease = Schema.Struct({
   nodeId: NodeId,
   publicKey: Schema.String,
@@ -44,22 +44,13 @@ const Lease = Schema.Struct({
   version: Schema.optionalKey(Schema.String),
   lastSeenMs: Schema.Number
 })
-const InboxItemSchema = Schema.Union([
-  Schema.Struct({
-    kind: Schema.Literal("request"),
-    fromNodeId: NodeId,
-    justification: Schema.String,
-    signature: Schema.String
-  }),
-  Schema.Struct({ kind: Schema.Literal("response"), fromNodeId: NodeId, accept: Schema.Boolean })
-])
 const SnapshotFile = Schema.fromJsonString(Schema.Struct({
   format: Schema.Literal("pilotfish-registry-snapshot/1"),
   nextNodeId: NodeId,
   keys: Schema.Array(Schema.Tuple([NodeId, Schema.String])),
   leases: Schema.Array(Lease),
   trustReports: Schema.Array(Schema.String),
-  inboxes: Schema.Array(Schema.Tuple([NodeId, Schema.Array(InboxItemSchema)]))
+  inboxes: Schema.Array(Schema.Tuple([NodeId, Schema.Array(StoredInboxItem)]))
 }))
 
 const encodeSnapshot = (snapshot: MemorySnapshot): string =>

@@ -27,6 +27,7 @@ import {
   validateHostname
 } from "../protocol/registry.ts"
 import { TokenBuckets } from "../limits/token-bucket.ts"
+import { formatHostPort, parseHostPort } from "../platform/host-port.ts"
 import { countError, countRequest, storeLatencySeconds } from "./metrics.ts"
 import type { ClientInfo, RequestHandler } from "./server.ts"
 import { type NodeLease, RegistryStore, type RegistryStoreShape, type StoreError } from "./store.ts"
@@ -49,27 +50,21 @@ const refuse = (code: RegistryErrorCode, detail: string) => Effect.fail(new Refu
 const unixSeconds = (ms: number) => Math.floor(ms / 1000)
 const addressOf = (nodeId: number) => formatAddr({ network: 0, node: nodeId })
 
-/** `host:port` with IPv6 hosts in brackets, as Go's `net.JoinHostPort` writes it. */
-const joinHostPort = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
+const UNSPECIFIED_HOSTS = new Set(["0.0.0.0", "::"])
 
-const UNSPECIFIED_HOSTS = new Set(["", "0.0.0.0", "::", "[::]"])
+/** The client's IP without the IPv4-mapped prefix a dual-stack listener adds. */
+const plainIp = (ip: string) => (ip.startsWith("::ffff:") ? ip.slice(7) : ip)
 
 /**
  * The endpoint a node is reachable at: its claimed listen address, with an unspecified host (`:4000`,
  * `0.0.0.0:4000`) replaced by the IP the registry sees the node's TCP connection come from.
  */
 export const sanitizeListenAddr = (listenAddr: string, clientIp: string): string | undefined => {
-  const i = listenAddr.lastIndexOf(":")
-  if (i < 0) return undefined
-  const host = listenAddr.slice(0, i)
-  const portText = listenAddr.slice(i + 1)
-  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : 0
-  if (port < 1 || port > 65535) return undefined
-  const observedIp = clientIp.startsWith("::ffff:") ? clientIp.slice(7) : clientIp
-  if (UNSPECIFIED_HOSTS.has(host)) return observedIp === "" ? undefined : joinHostPort(observedIp, port)
-  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host
-  if (bare.length === 0 || bare.length > 253 || /[\s/]/.test(bare)) return undefined
-  return joinHostPort(bare, port)
+  const claimed = parseHostPort(listenAddr)
+  if (typeof claimed === "string" || claimed.port === 0) return undefined
+  const host = claimed.host === undefined || UNSPECIFIED_HOSTS.has(claimed.host) ? plainIp(clientIp) : claimed.host
+  if (host === "" || host.length > 253 || /[\s/[\]]/.test(host)) return undefined
+  return formatHostPort({ host, port: claimed.port })
 }
 
 /** Wraps every store operation with a latency measurement labelled by operation name. */
@@ -169,7 +164,7 @@ export const makeRequestHandler = Effect.fnUntraced(function*(options: HandlerOp
             public_key: lease.publicKey,
             ...(lease.hostname === undefined ? {} : { hostname: lease.hostname }),
             ...(hostnameProblem === undefined ? {} : { hostname_error: hostnameProblem }),
-            ...(client.ip === "" ? {} : { observed_addr: joinHostPort(client.ip.replace(/^::ffff:/, ""), Number(port)) })
+            ...(client.ip === "" ? {} : { observed_addr: formatHostPort({ host: plainIp(client.ip), port: Number(port) }) })
           }
         }
         case "heartbeat": {

@@ -11,6 +11,7 @@ import {
   type Inbox,
   type InboxItem,
   LEASE_MS,
+  MAX_NODE_ID,
   type NodeLease,
   type RegisterInput,
   type RegisterOutcome,
@@ -36,8 +37,6 @@ export interface MemorySnapshot {
   readonly trustReports: ReadonlyArray<string>
   readonly inboxes: ReadonlyArray<readonly [nodeId: number, items: ReadonlyArray<InboxItem>]>
 }
-
-const MAX_NODE_ID = 0xfffffffe // 0xFFFFFFFF is the broadcast address
 
 export class MemoryState {
   readonly #limits: MemoryLimits

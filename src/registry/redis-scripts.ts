@@ -279,13 +279,12 @@ redis.call("HSET", ADDR, ARGV[3], ARGV[4])
 return "ok"
 `)
 
-/** Reply: a flat list `beaconId, addr, …` of the beacons heard from within `BEACON_TTL_MS`. */
+/** Reply: `{beaconId, addr}` pairs of the beacons heard from within `BEACON_TTL_MS`. */
 export const listBeacons = script<[nowMs: string]>(`${reapBeacons}
 reap_beacons(tonumber(ARGV[2]))
 local out = {}
 for _, id in ipairs(redis.call("ZRANGE", SEEN, 0, -1)) do
-  table.insert(out, id)
-  table.insert(out, redis.call("HGET", ADDR, id))
+  table.insert(out, {tonumber(id), redis.call("HGET", ADDR, id)})
 end
 return out
 `)

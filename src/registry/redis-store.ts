@@ -25,14 +25,17 @@
 import * as NodeRedis from "@effect/platform-node/NodeRedis"
 import { Context, Duration, Effect, Layer, Schema, SchemaTransformation } from "effect"
 import { Redis } from "effect/persistence"
-import { BROADCAST_NODE } from "../protocol/address.ts"
 import { defaultMemoryLimits, type MemoryLimits, splitInbox } from "./memory-state.ts"
 import * as scripts from "./redis-scripts.ts"
 import {
   type InboxItem,
+  MAX_NODE_ID,
   type NodeLease,
+  type RegisterOutcome,
   RegistryStore,
   type RegistryStoreShape,
+  StoredInboxItem,
+  StoredNodeId,
   StoreError,
   trustReportKey
 } from "./store.ts"
@@ -52,9 +55,8 @@ export const DEFAULT_KEY_PREFIX = "pilotfish:"
 const DEFAULT_TIMEOUT_MS = 2000
 /** Commands allowed to wait for replies at once; past it a call fails instead of growing the client's queue. */
 const MAX_QUEUED_COMMANDS = 10_000
-const MAX_NODE_ID = BROADCAST_NODE - 1
 
-const NodeId = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: MAX_NODE_ID }))
+const NodeId = StoredNodeId
 const NodeIdFromString = Schema.FiniteFromString.pipe(Schema.decodeTo(NodeId))
 const Flag = Schema.Literals(["0", "1"]).pipe(
   Schema.decodeTo(Schema.Boolean, SchemaTransformation.transform({ decode: (bit) => bit === "1", encode: (b) => (b ? "1" : "0") }))
@@ -76,10 +78,7 @@ const RegisterReply = Schema.Union([
   Schema.Tuple([Schema.Literal("full")]),
   Schema.Tuple([Schema.Literal("registered"), NodeId, Schema.BooleanFromBit, Schema.BooleanFromBit, FieldList])
 ])
-const InboxItemJson = Schema.fromJsonString(Schema.Union([
-  Schema.Struct({ kind: Schema.Literal("request"), fromNodeId: NodeId, justification: Schema.String, signature: Schema.String }),
-  Schema.Struct({ kind: Schema.Literal("response"), fromNodeId: NodeId, accept: Schema.Boolean })
-]))
+const InboxItemJson = Schema.fromJsonString(StoredInboxItem)
 const BeaconList = Schema.Array(Schema.Tuple([NodeId, Schema.String]))
 const UpdateReply = Schema.Literals(["ok", "not_found"])
 const CapReply = Schema.Literals(["ok", "full"])
@@ -99,6 +98,15 @@ const pairsToRecord = (flat: ReadonlyArray<string>): Record<string, string> => {
 
 const leaseFrom = (nodeId: number, fields: ReadonlyArray<string>): Effect.Effect<NodeLease, Schema.SchemaError> =>
   Schema.decodeUnknownEffect(LeaseFields)(pairsToRecord(fields)).pipe(Effect.map((lease) => ({ nodeId, ...lease })))
+
+const registerOutcome = (
+  reply: typeof RegisterReply.Type
+): Effect.Effect<RegisterOutcome, Schema.SchemaError> =>
+  reply[0] === "full"
+    ? Effect.succeed({ _tag: "Full" })
+    : leaseFrom(reply[1], reply[4]).pipe(
+      Effect.map((lease) => ({ _tag: "Registered", lease, reclaimed: reply[2], hostnameTaken: reply[3] }))
+    )
 
 const describeCause = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
 
@@ -136,16 +144,7 @@ const makeStore = (redis: Redis.Redis["Service"], prefix: string, limits: Memory
           limits.maxNodes,
           MAX_NODE_ID
         ),
-        (reply) =>
-          as(RegisterReply)(reply).pipe(
-            Effect.flatMap((decoded) =>
-              decoded[0] === "full"
-                ? Effect.succeed({ _tag: "Full" } as const)
-                : leaseFrom(decoded[1], decoded[4]).pipe(
-                  Effect.map((lease) => ({ _tag: "Registered", lease, reclaimed: decoded[2], hostnameTaken: decoded[3] } as const))
-                )
-            )
-          )
+        (reply) => as(RegisterReply)(reply).pipe(Effect.flatMap(registerOutcome))
       ),
     heartbeat: (nodeId, nowMs) => call("heartbeat", run(scripts.heartbeat)(ms(nowMs), id(nodeId)), as(Schema.BooleanFromBit)),
     lease: (nodeId, nowMs) =>

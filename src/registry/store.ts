@@ -17,6 +17,7 @@
  * Business outcomes (a taken hostname, a full inbox) are values; only a failing backend is an error.
  */
 import { Context, type Effect, Schema } from "effect"
+import { BROADCAST_NODE } from "../protocol/address.ts"
 
 /** A node silent this long is reaped (reference §6: 3 minutes). */
 export const LEASE_MS = 3 * 60_000
@@ -24,6 +25,12 @@ export const LEASE_MS = 3 * 60_000
 export const BEACON_TTL_MS = 60_000
 /** Queued relayed-handshake items per node (reference §6). */
 export const INBOX_CAPACITY = 100
+
+/** The highest node ID a store hands out: the next one is the broadcast address. */
+export const MAX_NODE_ID = BROADCAST_NODE - 1
+
+/** A node ID as stores persist it. */
+export const StoredNodeId = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: MAX_NODE_ID }))
 
 export interface NodeLease {
   readonly nodeId: number
@@ -56,6 +63,12 @@ export type RegisterOutcome =
 export type InboxItem =
   | { readonly kind: "request"; readonly fromNodeId: number; readonly justification: string; readonly signature: string }
   | { readonly kind: "response"; readonly fromNodeId: number; readonly accept: boolean }
+
+/** An inbox item as stores persist it. */
+export const StoredInboxItem = Schema.Union([
+  Schema.Struct({ kind: Schema.Literal("request"), fromNodeId: StoredNodeId, justification: Schema.String, signature: Schema.String }),
+  Schema.Struct({ kind: Schema.Literal("response"), fromNodeId: StoredNodeId, accept: Schema.Boolean })
+])
 
 export interface Inbox {
   readonly requests: ReadonlyArray<Extract<InboxItem, { kind: "request" }>>

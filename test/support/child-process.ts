@@ -1,0 +1,98 @@
+/**
+ * A pilotfish binary run as a real child process, for end-to-end tests: spawned with this process's Node
+ * (type stripping runs the .ts sources directly; signalling the real `node` PID matters, since an `npx`
+ * wrapper would eat the signal), its stderr log lines collected, and readiness awaited on a log line rather
+ * than a sleep. Released with SIGKILL if a test left it running, so a failing test leaks no process.
+ */
+import { Deferred, type Duration, Effect } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+
+export interface RunningBinary {
+  readonly pid: number
+  /** Every stderr line so far (operator logs). */
+  readonly lines: ReadonlyArray<string>
+  /** Every stdout line so far. */
+  readonly stdout: ReadonlyArray<string>
+  /** Waits for a log line matching `pattern` (up to `timeout`) and returns its match. */
+  readonly waitForLine: (pattern: RegExp, timeout?: Duration.Input) => Effect.Effect<RegExpMatchArray, Error>
+  /** Sends `signal` and waits for the exit code (up to `timeout`). */
+  readonly stop: (signal?: NodeJS.Signals, timeout?: Duration.Input) => Effect.Effect<number | null, Error>
+  /** Resolves with the exit code whenever the process exits. */
+  readonly exited: Effect.Effect<number | null>
+}
+
+const repoRoot = path.resolve(import.meta.dirname, "../..")
+
+export const startBinary = (entry: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const exit = yield* Deferred.make<number | null>()
+    const child: ChildProcess = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        spawn(process.execPath, [path.join(repoRoot, entry), ...args], {
+          cwd: repoRoot,
+          env: { ...process.env, ...env, NO_COLOR: "1" },
+          stdio: ["ignore", "pipe", "pipe"]
+        })
+      ),
+      (child) =>
+        child.exitCode === null && child.signalCode === null
+          ? Effect.sync(() => child.kill("SIGKILL")).pipe(Effect.andThen(Deferred.await(exit)))
+          : Effect.void
+    )
+    const lines: Array<string> = []
+    const stdout: Array<string> = []
+    const waiters = new Set<{ pattern: RegExp; done: Deferred.Deferred<RegExpMatchArray> }>()
+    const collect = (into: Array<string>, check: boolean) => {
+      let partial = ""
+      return (chunk: Buffer) => {
+        const text = partial + chunk.toString()
+        const parts = text.split("\n")
+        partial = parts.pop() ?? ""
+        for (const line of parts) {
+          into.push(line)
+          if (!check) continue
+          for (const waiter of waiters) {
+            const match = line.match(waiter.pattern)
+            if (match !== null) {
+              waiters.delete(waiter)
+              Deferred.doneUnsafe(waiter.done, Effect.succeed(match))
+            }
+          }
+        }
+      }
+    }
+    child.stderr!.on("data", collect(lines, true))
+    child.stdout!.on("data", collect(stdout, false))
+    child.on("exit", (code) => Deferred.doneUnsafe(exit, Effect.succeed(code)))
+
+    const waitForLine = (pattern: RegExp, timeout: Duration.Input = "15 seconds") =>
+      Effect.gen(function*() {
+        const seen = lines.map((l) => l.match(pattern)).find((m) => m !== null)
+        if (seen) return seen
+        const done = yield* Deferred.make<RegExpMatchArray>()
+        const waiter = { pattern, done }
+        waiters.add(waiter)
+        return yield* Deferred.await(done).pipe(
+          Effect.raceFirst(Deferred.await(exit).pipe(Effect.flatMap((code) =>
+            Effect.fail(new Error(`process exited (${code}) before logging ${pattern}:\n${lines.join("\n")}`))))),
+          Effect.timeoutOrElse({
+            duration: timeout,
+            orElse: () => Effect.fail(new Error(`no log line matching ${pattern} within ${String(timeout)}:\n${lines.join("\n")}`))
+          }),
+          Effect.ensuring(Effect.sync(() => waiters.delete(waiter)))
+        )
+      })
+
+    const stop = (signal: NodeJS.Signals = "SIGTERM", timeout: Duration.Input = "20 seconds") =>
+      Effect.sync(() => child.kill(signal)).pipe(
+        Effect.andThen(Deferred.await(exit)),
+        Effect.timeoutOrElse({
+          duration: timeout,
+          orElse: () => Effect.fail(new Error(`process did not exit within ${String(timeout)} of ${signal}:\n${lines.join("\n")}`))
+        })
+      )
+    const running: RunningBinary = { pid: child.pid!, lines, stdout, waitForLine, stop, exited: Deferred.await(exit) }
+    return running
+  })
+
