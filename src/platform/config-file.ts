@@ -6,6 +6,9 @@
 import { Effect, FileSystem, Option, Runtime, Schema } from "effect"
 import { ExitCode } from "./exit-codes.ts"
 
+/** The `source` of settings errors that come from flags rather than a file. */
+export const COMMAND_LINE = "command line"
+
 export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
   source: Schema.String,
   detail: Schema.String
@@ -15,7 +18,9 @@ export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError"
     return "invalid_config"
   }
   get hint(): string {
-    return `fix ${this.source}; keys are flag names, e.g. {"log-level": "debug"}`
+    return this.source === COMMAND_LINE
+      ? "run with --help to see the flags and their values"
+      : `fix ${this.source}; its keys are flag names, e.g. {"log-level": "debug"}, and a flag given on the command line wins`
   }
   override get message(): string {
     return `${this.source}: ${this.detail}`

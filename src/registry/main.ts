@@ -4,9 +4,9 @@
  */
 import { Clock, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { NodeServices } from "@effect/platform-node"
+import { localFileSystem } from "../platform/file-system.ts"
 import { supervise } from "../lifecycle/supervisor.ts"
-import { ConfigError, type ConfigValues, loadConfigFile, setting } from "../platform/config-file.ts"
+import { COMMAND_LINE, ConfigError, type ConfigValues, loadConfigFile, setting } from "../platform/config-file.ts"
 import { formatHostPort, type HostPort, parseHostPort } from "../platform/host-port.ts"
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevelName, loggingLayer } from "../platform/logging.ts"
 import { serveOpsHttp } from "../platform/ops-http.ts"
@@ -20,6 +20,10 @@ const flags = {
   addr: Flag.String("addr").pipe(Flag.withDescription("TCP address to serve on (default :9000)"), Flag.optional),
   store: Flag.String("store").pipe(Flag.withDescription("snapshot file of the embedded store (default: memory only)"), Flag.optional),
   redis: Flag.String("redis").pipe(Flag.withDescription("Redis URL: keep state in Redis, shared by every registry using it"), Flag.optional),
+  registrationRate: Flag.Int("registration-rate").pipe(
+    Flag.withDescription("new-key registrations allowed per source IP per minute (default 10)"),
+    Flag.optional
+  ),
   http: Flag.String("http").pipe(Flag.withDescription("address for /health and /metrics (default: off)"), Flag.optional),
   logLevel: Flag.Literals("log-level", LOG_LEVELS).pipe(Flag.withDescription("trace|debug|info|warn|error (default info)"), Flag.optional),
   logFormat: Flag.Literals("log-format", LOG_FORMATS).pipe(Flag.withDescription("text|json (default text)"), Flag.optional),
@@ -31,6 +35,7 @@ interface RegistrySettings {
   readonly store: Option.Option<string>
   readonly redis: Option.Option<string>
   readonly http: Option.Option<HostPort>
+  readonly registrationRate: number
   readonly logLevel: LogLevelName
   readonly logFormat: LogFormat
 }
@@ -49,10 +54,15 @@ const oneOf = <A extends string>(name: string, allowed: ReadonlyArray<A>, value:
         : Effect.fail(new ConfigError({ source, detail: `"${name}" must be one of ${allowed.join(", ")}, got "${v}"` }))
   })
 
+const positive = (name: string, value: Option.Option<number>, fallback: number, source: string) => {
+  const n = Option.getOrElse(value, () => fallback)
+  return Number.isInteger(n) && n > 0 ? Effect.succeed(n) : Effect.fail(new ConfigError({ source, detail: `"${name}" must be a positive integer, got ${n}` }))
+}
+
 const resolveSettings = (given: typeof flags extends infer F ? { [K in keyof F]: F[K] extends Flag.Flag<infer A> ? A : never } : never) =>
   Effect.gen(function*() {
     const config: ConfigValues = yield* loadConfigFile(given.config)
-    const source = Option.getOrElse(given.config, () => "command line")
+    const source = Option.getOrElse(given.config, () => COMMAND_LINE)
     const str = (name: string, flag: Option.Option<string>) => setting(name, "string", flag, config, source)
     const addrText = Option.getOrElse(yield* str("addr", given.addr), () => ":9000")
     const httpText = yield* str("http", given.http)
@@ -61,6 +71,7 @@ const resolveSettings = (given: typeof flags extends infer F ? { [K in keyof F]:
       store: yield* str("store", given.store),
       redis: yield* str("redis", given.redis),
       http: Option.isSome(httpText) ? Option.some(yield* address("http", httpText.value, source)) : Option.none(),
+      registrationRate: yield* positive("registration-rate", yield* setting("registration-rate", "number", given.registrationRate, config, source), 10, source),
       logLevel: yield* oneOf("log-level", LOG_LEVELS, yield* str("log-level", given.logLevel), "info", source),
       logFormat: yield* oneOf("log-format", LOG_FORMATS, yield* str("log-format", given.logFormat), "text", source)
     }
@@ -73,7 +84,7 @@ const resolveSettings = (given: typeof flags extends infer F ? { [K in keyof F]:
 const storeLayer = (settings: RegistrySettings): Layer.Layer<RegistryStore, unknown> =>
   Option.isSome(settings.redis)
     ? layerRedisStore({ url: settings.redis.value })
-    : layerEmbeddedStore(Option.isSome(settings.store) ? { path: settings.store.value } : {}).pipe(Layer.provide(NodeServices.layer))
+    : layerEmbeddedStore(Option.isSome(settings.store) ? { path: settings.store.value } : {}).pipe(Layer.provide(localFileSystem))
 
 /** The Redis URL without credentials, for logs and health output. */
 const redactUrl = (url: string) => {
@@ -94,7 +105,11 @@ const serve = (settings: RegistrySettings) =>
   Effect.gen(function*() {
     const startedMs = yield* Clock.currentTimeMillis
     const store = yield* RegistryStore
-    const registry = yield* makeRegistry({ port: settings.addr.port, ...(settings.addr.host === undefined ? {} : { host: settings.addr.host }) })
+    const registry = yield* makeRegistry({
+      port: settings.addr.port,
+      registrationsPerMinute: settings.registrationRate,
+      ...(settings.addr.host === undefined ? {} : { host: settings.addr.host })
+    })
     const bound = registry.address._tag === "UnixPathAddress" ? registry.address.path : formatHostPort({ host: registry.address.address.toString(), port: registry.address.port })
     yield* Effect.logInfo("pilot-registry serving").pipe(Effect.annotateLogs({ addr: bound, store: storeDescription(settings) }))
     const probe = Effect.gen(function*() {

@@ -83,14 +83,21 @@ export const makeRegistryServer = Effect.fnUntraced(function*(
     if (request._tag === "Failure") {
       return countError("bad_request").pipe(Effect.as(errorReply("bad_request", request.failure.message)))
     }
-    inFlight++
-    return handler(request.success, client).pipe(
-      Effect.ensuring(Effect.sync(() => {
-        inFlight--
-        if (draining && inFlight === 0) Deferred.doneUnsafe(drained, Effect.void)
-      }))
-    )
+    return handler(request.success, client)
   }
+
+  /** Answers one request. It counts as in flight until its reply is written, so a drain waits for the reply. */
+  const answer = (writer: Socket.Writer, body: Uint8Array, client: ClientInfo): Effect.Effect<boolean, Socket.SocketError> =>
+    Effect.suspend(() => {
+      inFlight++
+      return handle(body, client).pipe(
+        Effect.flatMap((reply) => write(writer, encodeReply(reply))),
+        Effect.ensuring(Effect.sync(() => {
+          inFlight--
+          if (draining && inFlight === 0) Deferred.doneUnsafe(drained, Effect.void)
+        }))
+      )
+    })
 
   const serveConnection = (socket: Socket.Socket) =>
     Effect.gen(function*() {
@@ -122,8 +129,7 @@ export const makeRegistryServer = Effect.fnUntraced(function*(
             return
           }
           for (const body of bodies.success) {
-            const reply = yield* handle(body, client)
-            if (!(yield* write(writer, encodeReply(reply)))) return yield* countError("write_timeout")
+            if (!(yield* answer(writer, body, client))) return yield* countError("write_timeout")
           }
         }
       }
