@@ -92,6 +92,30 @@ describe("pilot-registry binary", () => {
       assert.strictEqual(yield* b.proc.stop(), 0)
     }))
 
+  it.live("settings come from --config, and a flag on the command line wins over the file", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pilotfish-registry-cfg-"))
+      const config = path.join(dir, "registry.json")
+      fs.writeFileSync(config, JSON.stringify({ addr: "127.0.0.1:0", log_format: "json", "registration-rate": 1 }))
+      const fromFile = yield* startBinary(ENTRY, ["--config", config])
+      const line = yield* fromFile.waitForLine(/^\{.*"message":"pilot-registry serving".*\}$/)
+      const port = Number(/"addr":"127\.0\.0\.1:(\d+)"/.exec(line[0])![1])
+      const client = yield* makeRegistryClient({ host: "127.0.0.1", port })
+      yield* register(client, Identity.generate())
+      const limited = yield* register(client, Identity.generate()).pipe(Effect.flip)
+      assert.strictEqual((limited as { code?: string }).code, "rate_limited") // the file's registration-rate: 1
+      assert.strictEqual(yield* fromFile.stop(), 0)
+
+      const overridden = yield* startBinary(ENTRY, ["--config", config, "--log-format", "text"])
+      yield* overridden.waitForLine(SERVING)
+      assert.strictEqual(yield* overridden.stop(), 0)
+
+      fs.writeFileSync(config, "{\"addr\": 9000")
+      const broken = yield* startBinary(ENTRY, ["--config", config])
+      assert.strictEqual(yield* broken.exited, 2)
+      assert.isTrue(broken.lines.some((l) => l.startsWith("error: ") && l.includes("not valid JSON")))
+    }))
+
   it.live("a bad flag exits 2 with an error and a hint; a port in use exits 3", () =>
     Effect.gen(function*() {
       const bad = yield* startBinary(ENTRY, ["--addr", "nowhere"])

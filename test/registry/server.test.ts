@@ -10,7 +10,10 @@ import { encodeFrame, makeFrameSplitter } from "../../src/protocol/length-prefix
 import { INBOX_CAPACITY } from "../../src/registry/store.ts"
 import type { RegistryClient } from "../../src/registry/client.ts"
 import {
+  deregisterChallenge,
   handshakeChallenge,
+  punchChallenge,
+  rotateKeyChallenge,
   heartbeatChallenge,
   pollHandshakesChallenge,
   reportTrustChallenge,
@@ -203,5 +206,63 @@ describe("pilot-registry over TCP", () => {
         return Effect.sync(() => socket.destroy())
       }).pipe(Effect.timeout("5 seconds"))
       assert.isTrue(closed)
+    }))
+
+  it.live("punch: only a participant may ask, and only for a peer it may see", () =>
+    Effect.gen(function*() {
+      const { client } = yield* startRegistry()
+      const c = yield* client()
+      const alice = Identity.generate()
+      const bob = Identity.generate()
+      const carol = Identity.generate()
+      const a = yield* join(c, alice)
+      const b = yield* join(c, bob)
+      const punch = (who: Identity, requester: number) =>
+        c.call({ type: "punch", requester_id: requester, node_a: a, node_b: b, signature: who.signChallenge(punchChallenge(a, b)) })
+      const outsider = yield* join(c, carol)
+      assert.strictEqual(yield* rejection(punch(carol, outsider)), "not_authorized")
+      assert.strictEqual(yield* rejection(punch(alice, a)), "not_authorized") // bob is private, no trust pair
+      yield* c.call({ type: "set_visibility", node_id: b, public: true, signature: bob.signChallenge(setVisibilityChallenge(b)) })
+      const reply = yield* punch(alice, a)
+      assert.deepStrictEqual([reply["node_a_addr"], reply["node_b_addr"]], ["127.0.0.1:4000", "127.0.0.1:4000"])
+    }))
+
+  it.live("beacons register and are listed with the address the registry sees", () =>
+    Effect.gen(function*() {
+      const { client } = yield* startRegistry()
+      const c = yield* client()
+      yield* c.call({ type: "beacon_register", beacon_id: 7, addr: ":9001" })
+      const list = yield* c.call({ type: "beacon_list" })
+      assert.deepStrictEqual(list["beacons"], [{ id: 7, addr: "127.0.0.1:9001" }])
+      assert.strictEqual(yield* rejection(c.call({ type: "beacon_register", beacon_id: 8, addr: "no-port" })), "bad_request")
+    }))
+
+  it.live("rotate_key needs the current key; afterwards only the new key signs for the node", () =>
+    Effect.gen(function*() {
+      const { client } = yield* startRegistry()
+      const c = yield* client()
+      const old = Identity.generate()
+      const next = Identity.generate()
+      const id = yield* join(c, old)
+      const rotate = (signer: Identity) =>
+        c.call({ type: "rotate_key", node_id: id, new_public_key: next.publicKeyBase64, signature: signer.signChallenge(rotateKeyChallenge(id)) })
+      assert.strictEqual(yield* rejection(rotate(next)), "invalid_signature")
+      const rotated = yield* rotate(old)
+      assert.strictEqual(rotated["public_key"], next.publicKeyBase64)
+      const heartbeat = (signer: Identity) => c.call({ type: "heartbeat", node_id: id, signature: signer.signChallenge(heartbeatChallenge(id)) })
+      assert.strictEqual(yield* rejection(heartbeat(old)), "invalid_signature")
+      assert.strictEqual((yield* heartbeat(next))["type"], "heartbeat_ok")
+      assert.strictEqual((yield* join(c, next)), id) // the new key now reclaims the node ID
+    }))
+
+  it.live("deregister (signed) ends the lease at once", () =>
+    Effect.gen(function*() {
+      const { client } = yield* startRegistry()
+      const c = yield* client()
+      const alice = Identity.generate()
+      const id = yield* join(c, alice, { hostname: "gone" })
+      yield* c.call({ type: "deregister", node_id: id, signature: alice.signChallenge(deregisterChallenge(id)) })
+      assert.strictEqual(yield* rejection(c.call({ type: "lookup", node_id: id })), "node_not_found")
+      assert.strictEqual(yield* rejection(c.call({ type: "resolve_hostname", hostname: "gone" })), "hostname_not_found")
     }))
 })
