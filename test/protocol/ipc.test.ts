@@ -11,16 +11,8 @@ import {
   isImplementedIpcCommand
 } from "../../src/protocol/ipc.ts"
 import { LENGTH_PREFIX_BYTES, makeFrameSplitter, MAX_FRAME_BODY } from "../../src/protocol/length-prefixed.ts"
+import { failure, ok } from "./arbitraries.ts"
 
-const ok = <A>(result: Result.Result<A, DecodeError>): A => {
-  if (Result.isFailure(result)) throw new Error(`expected success, got ${result.failure.message}`)
-  return result.success
-}
-
-const failure = <A>(result: Result.Result<A, DecodeError>): DecodeError => {
-  if (Result.isSuccess(result)) throw new Error("expected a failure")
-  return result.failure
-}
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString("hex")
 const fromHex = (text: string): Uint8Array => new Uint8Array(Buffer.from(text.replace(/\s+/g, ""), "hex"))

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Result } from "effect"
 import fc from "fast-check"
-import type { DecodeError } from "../../src/protocol/errors.ts"
 import {
   decodeJsonBody,
   decodeJsonObjectBody,
@@ -14,16 +13,8 @@ import {
   makeFrameSplitter,
   MAX_FRAME_BODY
 } from "../../src/protocol/length-prefixed.ts"
+import { failure, ok } from "./arbitraries.ts"
 
-const ok = <A>(result: Result.Result<A, DecodeError>): A => {
-  if (Result.isFailure(result)) throw new Error(`expected success, got ${result.failure.message}`)
-  return result.success
-}
-
-const failure = <A>(result: Result.Result<A, DecodeError>): DecodeError => {
-  if (Result.isSuccess(result)) throw new Error("expected a failure")
-  return result.failure
-}
 
 const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))

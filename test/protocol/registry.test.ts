@@ -21,16 +21,8 @@ import {
   TAG_PATTERN,
   validateHostname
 } from "../../src/protocol/registry.ts"
+import { failure, ok } from "./arbitraries.ts"
 
-const ok = <A>(result: Result.Result<A, DecodeError>): A => {
-  if (Result.isFailure(result)) throw new Error(`expected success, got ${result.failure.message}`)
-  return result.success
-}
-
-const failure = <A>(result: Result.Result<A, DecodeError>): DecodeError => {
-  if (Result.isSuccess(result)) throw new Error("expected a failure")
-  return result.failure
-}
 
 /** The single body a frame carries, as the registry's reader would see it. */
 const bodyOf = (frame: Uint8Array): Uint8Array => {

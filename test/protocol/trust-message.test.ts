@@ -1,7 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Result } from "effect"
 import fc from "fast-check"
-import type { DecodeError } from "../../src/protocol/errors.ts"
 import {
   checkTrustTimestamp,
   decodeTrustMessage,
@@ -13,16 +12,8 @@ import {
   trustHandshakeChallenge,
   TrustMessageType
 } from "../../src/protocol/trust-message.ts"
+import { failure, ok } from "./arbitraries.ts"
 
-const ok = <A>(result: Result.Result<A, DecodeError>): A => {
-  if (Result.isFailure(result)) throw new Error(`expected success, got ${result.failure.message}`)
-  return result.success
-}
-
-const failure = <A>(result: Result.Result<A, DecodeError>): DecodeError => {
-  if (Result.isSuccess(result)) throw new Error("expected a failure")
-  return result.failure
-}
 
 const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text)
 const base64Of = (bytes: number) =>
