@@ -1,0 +1,72 @@
+/**
+ * The daemon's data plane (DESIGN.md §3): the tunnel (encrypted UDP to peers) under the transport (ports,
+ * streams, datagrams) with the built-in echo service on port 7. Built in the caller's scope; the caller
+ * supervises `loops` — the socket reader and writer, the tunnel's tick and key-exchange workers and the
+ * transport's timers — so the first data-plane failure surfaces through the supervisor.
+ */
+import { Effect } from "effect"
+import { HEADER_BYTES } from "../protocol/packet.ts"
+import { MAX_UNFRAGMENTED_FRAME_BYTES, MIN_ENCRYPTED_FRAME_BYTES } from "../protocol/tunnel-frame.ts"
+import type * as NetAddress from "effect/net/NetAddress"
+import type { Identity } from "../crypto/identity.ts"
+import type { HostPort } from "../platform/host-port.ts"
+import { serveEcho } from "../services/echo.ts"
+import type { StreamOptions } from "../transport/stream.ts"
+import { makeTransport, type Transport } from "../transport/transport.ts"
+import { makeTunnel, type Tunnel, type TunnelLimits } from "../tunnel/tunnel.ts"
+
+/**
+ * The largest stream segment payload whose encrypted frame still fits one datagram (1223 − 36 − 34 = 1153
+ * bytes). The reference sends 4096-byte segments and splits each frame into PILF fragments, which multiplies
+ * the loss of a segment by its fragment count: with 5 % datagram loss a 10 MB transfer took 77 s at 4096 and
+ * 3 s at this size on loopback (docs/PERFORMANCE.md), for about 40 % less throughput on a loss-free link.
+ * Go peers accept any segment size, so this is a sender-side choice.
+ */
+export const UNFRAGMENTED_MSS = MAX_UNFRAGMENTED_FRAME_BYTES - MIN_ENCRYPTED_FRAME_BYTES - HEADER_BYTES
+
+export interface DataPlaneOptions<E1, E2> {
+  readonly identity: Identity
+  readonly nodeId: number
+  readonly bind: HostPort
+  /** The Ed25519 key the registry holds for a node, to authenticate its key exchange. */
+  readonly registryKey: (nodeId: number) => Effect.Effect<Uint8Array | undefined, E1>
+  /** Where to reach a node we have not heard from yet. */
+  readonly endpointOf: (nodeId: number) => Effect.Effect<NetAddress.InetAddress | undefined, E2>
+  /** Stream options; `mss` defaults to `UNFRAGMENTED_MSS`. */
+  readonly stream?: StreamOptions
+  readonly tunnelLimits?: Partial<TunnelLimits>
+}
+
+export interface DataPlane {
+  readonly tunnel: Tunnel
+  readonly transport: Transport
+  readonly loops: Readonly<Record<string, Effect.Effect<never, unknown>>>
+}
+
+export const makeDataPlane = Effect.fnUntraced(function*<E1, E2>(options: DataPlaneOptions<E1, E2>) {
+  // The tunnel delivers into the transport and the transport sends through the tunnel: each is built with a
+  // reference to the other that is filled in before any packet can flow (the loops are not running yet).
+  const below: { tunnel?: Tunnel } = {}
+  const transport: Transport = yield* makeTransport({
+    local: { network: 0, node: options.nodeId },
+    sendPacket: (packet) => void below.tunnel?.send(packet.dst.node, packet),
+    stream: { mss: UNFRAGMENTED_MSS, ...options.stream }
+  })
+  const tunnel = yield* makeTunnel({
+    identity: options.identity,
+    nodeId: options.nodeId,
+    bind: options.bind,
+    registryKey: options.registryKey,
+    endpointOf: options.endpointOf,
+    onPacket: (packet) => transport.receive(packet),
+    ...(options.tunnelLimits === undefined ? {} : { limits: options.tunnelLimits })
+  })
+  below.tunnel = tunnel
+  yield* serveEcho(transport)
+  const dataPlane: DataPlane = {
+    tunnel,
+    transport,
+    loops: { ...tunnel.loops, "transport-timers": transport.timers }
+  }
+  return dataPlane
+})
