@@ -9,7 +9,6 @@
 import { Effect, Exit, Fiber, Queue, Scope } from "effect"
 import { Identity } from "../src/crypto/identity.ts"
 import { makeDataPlane, type DataPlane } from "../src/daemon/data-plane.ts"
-import { supervise } from "../src/lifecycle/supervisor.ts"
 import type * as NetAddress from "effect/net/NetAddress"
 import { measureLibp2pStream } from "./support/libp2p-stream.ts"
 import { measureRawUdpAead } from "./support/raw-udp-aead.ts"
@@ -34,7 +33,7 @@ const startPair = Effect.gen(function*() {
         endpointOf: (node) => Effect.succeed(endpoints.get(node))
       })
       endpoints.set(nodeId, plane.tunnel.address)
-      yield* Effect.forkScoped(supervise(plane.loops))
+      yield* Effect.forkScoped(plane.failure)
       return plane
     })
   return { a: yield* start(1), b: yield* start(2) }

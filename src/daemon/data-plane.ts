@@ -1,10 +1,17 @@
 /**
  * The daemon's data plane (DESIGN.md §3): the tunnel (encrypted UDP to peers) under the transport (ports,
- * streams, datagrams) with the built-in echo service on port 7. Built in the caller's scope; the caller
- * supervises `loops` — the socket reader and writer, the tunnel's tick and key-exchange workers and the
- * transport's timers — so the first data-plane failure surfaces through the supervisor.
+ * streams, datagrams) with the built-in echo service on port 7.
+ *
+ * Built in the caller's scope, it runs its own loops — the socket reader and writer, the tunnel's tick and
+ * key-exchange workers, the transport's timers — under a supervisor: the first of them to fail ends
+ * `failure`, which the daemon's own supervisor watches as one essential fiber ("data plane").
+ *
+ * Closing the scope stops it in order: open connections are reset while the tunnel can still send, the reset
+ * datagrams are flushed (bounded), then the loops are interrupted and joined, then the socket closes.
  */
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
+import { addBoundedFinalizer } from "../lifecycle/bounded.ts"
+import { type EssentialFiberFailed, supervise } from "../lifecycle/supervisor.ts"
 import { HEADER_BYTES } from "../protocol/packet.ts"
 import { MAX_UNFRAGMENTED_FRAME_BYTES, MIN_ENCRYPTED_FRAME_BYTES } from "../protocol/tunnel-frame.ts"
 import type * as NetAddress from "effect/net/NetAddress"
@@ -40,7 +47,8 @@ export interface DataPlaneOptions<E1, E2> {
 export interface DataPlane {
   readonly tunnel: Tunnel
   readonly transport: Transport
-  readonly loops: Readonly<Record<string, Effect.Effect<never, unknown>>>
+  /** Fails with the first of the data plane's loops to end; never succeeds. */
+  readonly failure: Effect.Effect<never, EssentialFiberFailed>
 }
 
 export const makeDataPlane = Effect.fnUntraced(function*<E1, E2>(options: DataPlaneOptions<E1, E2>) {
@@ -63,10 +71,9 @@ export const makeDataPlane = Effect.fnUntraced(function*<E1, E2>(options: DataPl
   })
   below.tunnel = tunnel
   yield* serveEcho(transport)
-  const dataPlane: DataPlane = {
-    tunnel,
-    transport,
-    loops: { ...tunnel.loops, "transport-timers": transport.timers }
-  }
+  const loops = yield* Effect.forkScoped(supervise({ ...tunnel.loops, "transport-timers": transport.timers }))
+  // Added after the loops' fiber, so it runs before that fiber is interrupted (finalizers run in reverse).
+  yield* addBoundedFinalizer("reset open connections", "1 second", transport.abortAll.pipe(Effect.andThen(tunnel.drain("500 millis"))))
+  const dataPlane: DataPlane = { tunnel, transport, failure: Fiber.join(loops) }
   return dataPlane
 })

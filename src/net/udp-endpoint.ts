@@ -12,7 +12,7 @@
  *   socket error surfaces as the first essential failure instead of a silent dead socket.
  */
 import { NodeDatagramSocket } from "@effect/platform-node"
-import { Array as Arr, Effect, Queue, type Scope } from "effect"
+import { Array as Arr, type Duration, Effect, Queue, type Scope } from "effect"
 import type { DatagramSocketError } from "effect/socket/DatagramSocket"
 import * as NetAddress from "effect/net/NetAddress"
 import type { HostPort } from "../platform/host-port.ts"
@@ -53,6 +53,11 @@ export interface UdpEndpoint {
   /** Enqueues one datagram; `false` when the send queue is full (dropped and counted). */
   readonly send: (payload: Uint8Array, to: NetAddress.InetAddress) => boolean
   readonly stats: () => UdpStats
+  /**
+   * Waits until every queued datagram has been handed to the socket (or `timeout` passed): a shutdown sends
+   * its last words (resets, goodbyes) before the writer loop is stopped.
+   */
+  readonly drain: (timeout: Duration.Input) => Effect.Effect<void>
   /** The reader loop: never returns; fails if the socket fails. */
   readonly reader: Effect.Effect<never, DatagramSocketError>
   /** The writer loop: never returns; fails if the socket fails. */
@@ -130,6 +135,11 @@ export const makeUdpEndpoint = Effect.fnUntraced(function*(
       return accepted
     },
     stats: () => ({ ...counters, receiveDrops: reader.dropped() }),
+    drain: (timeout) =>
+      Effect.gen(function*() {
+        // Polls on a timer, not `yieldNow`: the writer needs the event loop's I/O callbacks to make progress.
+        while (Queue.sizeUnsafe(outbound) > 0) yield* Effect.sleep("1 millis")
+      }).pipe(Effect.timeoutOption(timeout), Effect.asVoid),
     reader: readLoop,
     writer: writeLoop
   }

@@ -12,7 +12,7 @@
  * - The same key within `DUPLICATE_HANDSHAKE_DEBOUNCE_MS` of the install (the relay copy of one PILA, a burst
  *   of retransmits) is a duplicate: one Debug line and nothing else, not even a state change.
  * - The same key later is the peer's keepalive retransmit: Debug (not Info) log, but `tunnel.established` and
- *   the post-install hook still fire (endpoint refresh). It does not count as inbound liveness: that closed
+ *   the post-install hook still fire (path refresh). It does not count as inbound liveness: that closed
  *   the asymmetric-recovery gate on exactly the frames it exists for (the "desync loop", §14.2).
  * - Asymmetric recovery: if nothing decrypted for more than `KEY_EXCHANGE_REPLY_STALE_THRESHOLD_MS`, a
  *   same-key frame is answered with our PILA (no re-install), at most once per
@@ -27,15 +27,22 @@
  * - Outbound packets without a key wait in a queue of `MAX_PENDING_PER_PEER`; when it is full the newest is
  *   dropped (keeping the ordered SYN/data prefix), counted, and logged at most once per 5 s per peer. They are
  *   flushed in order on install, after our reply KX so the peer can decrypt them.
- * - The peer's endpoint is learned from authenticated direct packets (PILA, decrypted PILS) — NAT remaps —
- *   and from unauthenticated ones (PILK, PILS without a session) only while none is known, so a spoofed
- *   source can never redirect an established peer.
+ * - The peer's endpoint moves only on a packet both authenticated and fresh: a decrypted PILS (AEAD and
+ *   replay window passed) from a new direct address — a NAT remap. A PILA is authenticated but not fresh
+ *   (one signature serves the whole session), so it, like the unauthenticated PILK and undecryptable PILS,
+ *   only fills in a missing endpoint: a captured PILA replayed from elsewhere cannot redirect the peer.
+ * - The answer to a direct KX frame (install reply, recovery, key-request answer) goes back to the frame's
+ *   source (`replyTo`) without recording it: a peer restarted on a new port must get our key there, or
+ *   neither side could ever decrypt. A replay thus draws at most our PILA to the replayer (per-IP bucket,
+ *   1 s recovery gate); retransmits, queued packets and data keep to the learned endpoint.
  * - Drop gates (§4.3 step 5): the session is dropped and a key requested after repeated AEAD failures (past
  *   a grace after install) or repeated replay/outside-window rejections (past a grace after the newest epoch
  *   began), or after a single such rejection from a peer that was quiet for a minute (it restarted).
  *
  * Decisions where the reference is silent or unsafe, taken here:
  * - We always hold an identity (pilotfish generates one), so our KX is always a PILA.
+ * - The reference's post-install hook sets the endpoint to any valid KX frame's source (§4.4): that is the
+ *   replay hole closed above. Endpoints move on decrypted PILS only (§4.3 step 7 keeps doing so).
  * - A PILK (unauthenticated) never replaces an authenticated session's key; it is refused with a Debug line.
  *   A same-key PILA upgrades a PILK session to authenticated without re-installing.
  * - The aged fast path is keyed on quiet time (no decrypt for `QUIET_PEER_FAST_DROP_MS`), not on the age of
@@ -271,13 +278,16 @@ export type Action =
   | { readonly _tag: "RejectTableFull"; readonly table: "sessions" | "peers" }
   /**
    * Send our PILA, plus a PILK when `keyRequest`. `direct`: to the endpoint, plus a relay copy through the
-   * beacon when one is known (dual-NAT convergence, §4.5); `relay`: through the beacon only.
+   * beacon when one is known (dual-NAT convergence, §4.5); `relay`: through the beacon only. `replyTo` (an
+   * answer to a direct KX frame, always `direct`): the direct copy goes to that `host:port` instead of the
+   * endpoint, which it does not change.
    */
   | {
     readonly _tag: "SendKeyExchange"
     readonly keyRequest: boolean
     readonly path: "direct" | "relay"
     readonly reason: SendReason
+    readonly replyTo?: string
   }
   /** Seal and send these packets, in this order (the pending flush). */
   | { readonly _tag: "SendPackets"; readonly packets: ReadonlyArray<Uint8Array> }
@@ -290,8 +300,9 @@ export type Action =
   /** A real flip of the relay flag (logged by the shell only then, §14.10). */
   | { readonly _tag: "SetRelay"; readonly relay: boolean }
   /**
-   * The daemon's `onKeyInstalled`: fires for installs and for same-session KX past the debounce (endpoint
-   * refresh). `rekeyed`: the key changed, replay the salvage ring under the new session.
+   * The daemon's `onKeyInstalled`: fires for installs and for same-session KX past the debounce (path
+   * refresh; it must not take the frame's source as the endpoint, see above). `rekeyed`: the key changed,
+   * replay the salvage ring under the new session.
    */
   | { readonly _tag: "PostInstallHook"; readonly viaRelay: boolean; readonly rekeyed: boolean }
   /** The daemon's `onRekeyGaveUp`: full path reset. */
@@ -382,12 +393,12 @@ const install = (peer: PeerState, x25519: Uint8Array, via: Via, authenticated: b
     windowRejections: NO_WINDOW_REJECTIONS
   }
   const actions: Array<Action> = [{ _tag: "InstallSession", session: session.id, peerX25519: session.peerX25519 }]
-  const learned = learnPath(peer, via, authenticated, actions)
+  const learned = fillInPath(peer, via, actions)
   actions.push(
     log("Info", rekeyed ? "peer rekeyed" : "encrypted tunnel established"),
     { _tag: "Emit", event: { name: "tunnel.established", authenticated, relay: viaRelay, rekeyed } },
     // The peer has shown it is talking to us: answer so it gets our key, and stop our own retransmits.
-    sendAction(learned, false, "reply"),
+    sendAction(learned, false, "reply", via),
     { _tag: "PostInstallHook", viaRelay, rekeyed }
   )
   if (learned.pending.length > 0) actions.push({ _tag: "SendPackets", packets: learned.pending })
@@ -398,7 +409,7 @@ const install = (peer: PeerState, x25519: Uint8Array, via: Via, authenticated: b
 const onSameSession = (peer: PeerState, old: Session, via: Via, authenticated: boolean, nowMs: number): Decision => {
   const viaRelay = via._tag === "Relay"
   const actions: Array<Action> = []
-  const learned = learnPath(peer, via, authenticated, actions)
+  const learned = fillInPath(peer, via, actions)
   actions.push(
     log("Debug", "same-session key exchange (peer keepalive)"),
     {
@@ -412,7 +423,7 @@ const onSameSession = (peer: PeerState, old: Session, via: Via, authenticated: b
     // Asymmetric recovery: the peer keeps presenting this key, yet nothing from it has decrypted for 6 s —
     // it has probably lost the session while we kept ours. Re-send our key without touching the session.
     session = { ...session, lastRecoveryReplyMs: nowMs }
-    actions.push(sendAction(learned, false, "recovery"))
+    actions.push(sendAction(learned, false, "recovery", via))
   }
   actions.push({ _tag: "PostInstallHook", viaRelay, rekeyed: false })
   return { state: { ...learned, session, rekey: undefined }, actions }
@@ -422,9 +433,9 @@ const onSameSession = (peer: PeerState, old: Session, via: Via, authenticated: b
 const answerKeyRequest = (peer: PeerState, via: Via, ctx: DecisionContext): Decision => {
   if (isDisposable(peer, ctx.nowMs) && !ctx.peerRoom) return { state: peer, actions: [{ _tag: "RejectTableFull", table: "peers" }] }
   const actions: Array<Action> = []
-  const learned = learnPath(peer, via, false, actions)
+  const learned = fillInPath(peer, via, actions)
   actions.push(log("Debug", "key request (PILK) from a registered node answered with our PILA"))
-  return sendKeyExchange(learned, "key_request_answer", actions, ctx.nowMs)
+  return sendKeyExchange(learned, "key_request_answer", actions, ctx.nowMs, via)
 }
 
 // --- decrypt path ----------------------------------------------------------------------------------------
@@ -449,7 +460,8 @@ const onDecrypted = (
   const binding = bindInnerSource(packet, ctx.nodeId)
   // The frame passed AEAD and replay, which resets the fault counters whatever the binding says (replay and
   // outside-window only for the newest epoch: an older epoch's straggler says nothing about the current one).
-  // Only a bound packet is liveness, and only an authenticated direct one teaches the endpoint.
+  // Only an unspoofed packet is liveness, and only an unspoofed direct one moves the endpoint: authenticated
+  // and fresh (past AEAD and the replay window), it is the one proof of where the peer is now (NAT remap).
   const next: Session = {
     ...session,
     decryptFailures: 0,
@@ -521,11 +533,12 @@ const onDecryptRejected = (
 
 /**
  * The reference's `maybeRequestRekey`: the peer is sending under a session we do not have (any more).
- * Rate-limited per peer; the unauthenticated source only fills in a missing endpoint.
+ * Rate-limited per peer; the unauthenticated source only fills in a missing endpoint and gets no answer of
+ * its own (anyone can send a PILS that fails to open).
  */
 const requestRekey = (peer: PeerState, via: Via, actions: Array<Action>, nowMs: number): Decision => {
   if (within(peer.lastRekeyRequestMs, REKEY_REQUEST_INTERVAL_MS, nowMs)) return { state: peer, actions }
-  const learned = learnPath(peer, via, false, actions)
+  const learned = fillInPath(peer, via, actions)
   return sendKeyExchange({ ...learned, lastRekeyRequestMs: nowMs }, "rekey_request", actions, nowMs)
 }
 
@@ -588,7 +601,7 @@ const onTick = (peer: PeerState, ctx: DecisionContext): Decision => {
     )
     next = { ...cooled, relay: true, rekey: { ...rekey, attempts: 0 } }
   }
-  return sendKeyExchange(next, "retransmit", actions, nowMs, rekey.attempts)
+  return sendKeyExchange(next, "retransmit", actions, nowMs, undefined, rekey.attempts)
 }
 
 const giveUp = (peer: PeerState, attempts: number, nowMs: number): Decision => {
@@ -620,28 +633,31 @@ const onRemove = (peer: PeerState): Decision => {
 
 // --- shared helpers --------------------------------------------------------------------------------------
 
-const sendAction = (peer: PeerState, keyRequest: boolean, reason: SendReason): Action => ({
-  _tag: "SendKeyExchange",
-  keyRequest,
-  path: peer.relay ? "relay" : "direct",
-  reason
-})
+/**
+ * Our key exchange, along the peer's path; or, `answering` a direct KX frame, straight back to that frame's
+ * source (which the sender has shown it listens on, fresh or not).
+ */
+const sendAction = (peer: PeerState, keyRequest: boolean, reason: SendReason, answering?: Via): Action =>
+  answering?._tag === "Direct"
+    ? { _tag: "SendKeyExchange", keyRequest, path: "direct", reason, replyTo: answering.endpoint }
+    : { _tag: "SendKeyExchange", keyRequest, path: peer.relay ? "relay" : "direct", reason }
 
 /**
  * The reference's `SendKeyExchangeToNode` + `MarkPendingRekey`: our PILA, with a PILK key request while we
  * hold no session and an earlier send went unanswered or the peer's traffic showed it has a session we
- * lack (`rekey_request`). `unanswered` defaults to the pending attempts (a retransmit passes the count from
- * before a relay flip reset it).
+ * lack (`rekey_request`). `answering`: see `sendAction`. `unanswered` defaults to the pending attempts (a
+ * retransmit passes the count from before a relay flip reset it).
  */
 const sendKeyExchange = (
   peer: PeerState,
   reason: SendReason,
   actions: Array<Action>,
   nowMs: number,
+  answering?: Via,
   unanswered = peer.rekey?.attempts ?? 0
 ): Decision => {
   const keyRequest = peer.session === undefined && (unanswered >= KEY_REQUEST_AFTER_SENDS || reason === "rekey_request")
-  actions.push(sendAction(peer, keyRequest, reason))
+  actions.push(sendAction(peer, keyRequest, reason, answering))
   return {
     state: { ...peer, rekey: { attempts: (peer.rekey?.attempts ?? 0) + 1, lastSentMs: nowMs } },
     actions
@@ -649,17 +665,17 @@ const sendKeyExchange = (
 }
 
 /**
- * What a packet from `via` teaches about the peer's path. Authenticated direct packets set the endpoint
- * (NAT remap); unauthenticated ones only fill in a missing one. A relayed packet while no endpoint is known
- * admits the peer to the relay. Appends the actions for real changes only.
+ * What a frame that does not prove freshness (any KX frame, an undecryptable PILS) teaches about the peer's
+ * path while none is known: a direct one fills in the endpoint, a relayed one admits the peer to the relay.
+ * A known endpoint moves only in `onDecrypted`. Appends the actions for real changes only.
  */
-const learnPath = (peer: PeerState, via: Via, authenticated: boolean, actions: Array<Action>): PeerState => {
+const fillInPath = (peer: PeerState, via: Via, actions: Array<Action>): PeerState => {
+  if (peer.endpoint !== undefined) return peer
   if (via._tag === "Relay") {
-    if (peer.endpoint !== undefined || peer.relay) return peer
+    if (peer.relay) return peer
     actions.push({ _tag: "SetRelay", relay: true })
     return { ...peer, relay: true }
   }
-  if (via.endpoint === peer.endpoint || (!authenticated && peer.endpoint !== undefined)) return peer
   actions.push({ _tag: "LearnEndpoint", endpoint: via.endpoint })
   return { ...peer, endpoint: via.endpoint }
 }

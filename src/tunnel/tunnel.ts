@@ -28,7 +28,8 @@
  * - Addresses: a learned endpoint (the core's `LearnEndpoint`) wins; before one is known, `endpointOf` (the
  *   registry) is asked when a key exchange must go out, one lookup per peer at a time, in a fiber of its own
  *   so neither the socket reader nor the KX worker waits on it. `ResetPath` (give-up) forgets the address, so
- *   the next key exchange asks `endpointOf` again before falling back to the last learned endpoint.
+ *   the next key exchange asks `endpointOf` again before falling back to the last learned endpoint. An
+ *   answer to a KX frame (`replyTo`) goes to that frame's source and leaves the address alone.
  * - No beacon exists yet: `path: "relay"` key exchanges go to the direct address, and nothing is relayed.
  * - The PILA/PILK bytes are built and signed once per tunnel (kx-frames.ts).
  * - NAT keepalives (reference §4.6): every peer with a session and an address that sent nothing for
@@ -144,6 +145,8 @@ export interface Tunnel {
   /** Sends one packet to `nodeId` through its tunnel. Never blocks, never fails: drops are outcomes. */
   readonly send: (nodeId: number, packet: Packet) => SendOutcome
   readonly stats: () => TunnelStats
+  /** Waits (at most `timeout`) until every queued datagram went out: a shutdown's last words. */
+  readonly drain: (timeout: Duration.Input) => Effect.Effect<void>
   /** The essential loops, for the owner's supervisor; nothing is received or sent until they run. */
   readonly loops: {
     readonly "tunnel-udp-reader": Effect.Effect<never, DatagramSocketError>
@@ -357,7 +360,9 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     )
   }
 
-  const sendKeyExchange = (nodeId: number, keyRequest: boolean): void => {
+  const sendKeyExchange = (nodeId: number, keyRequest: boolean, replyTo: string | undefined): void => {
+    const answerTo = parseEndpoint(replyTo)
+    if (answerTo !== undefined) return sendOwnKeyExchange(answerTo, keyRequest)
     const link = linkOf(nodeId)
     const to = link.pathReset ? undefined : addressOf(nodeId, link)
     if (to !== undefined) return sendOwnKeyExchange(to, keyRequest)
@@ -416,7 +421,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
           dropSession(nodeId, action.session)
           break
         case "SendKeyExchange":
-          sendKeyExchange(nodeId, action.keyRequest)
+          sendKeyExchange(nodeId, action.keyRequest, action.replyTo)
           break
         case "SendPackets":
           outcome = sendPackets(nodeId, action.packets)
@@ -645,6 +650,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     nodeId: ownNode,
     send,
     stats,
+    drain: udp.drain,
     loops: {
       "tunnel-udp-reader": udp.reader,
       "tunnel-udp-writer": udp.writer,

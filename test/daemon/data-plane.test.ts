@@ -3,12 +3,11 @@
  * with and without packet loss. Every test ends with the lifecycle check (no fiber or handle left).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Queue } from "effect"
+import { Effect, Exit, Fiber, Queue, Scope } from "effect"
 import type * as NetAddress from "effect/net/NetAddress"
 import { createHash } from "node:crypto"
 import { Identity } from "../../src/crypto/identity.ts"
 import { makeDataPlane } from "../../src/daemon/data-plane.ts"
-import { supervise } from "../../src/lifecycle/supervisor.ts"
 import { WellKnownPort } from "../../src/protocol/packet.ts"
 import { ACCEPT_QUEUE_CAPACITY } from "../../src/transport/ports.ts"
 import type { Connection } from "../../src/transport/transport.ts"
@@ -36,7 +35,7 @@ const startPlane = (directory: Directory, nodeId: number) =>
       endpointOf: (node) => Effect.succeed(directory.endpoints.get(node))
     })
     directory.endpoints.set(nodeId, plane.tunnel.address)
-    yield* Effect.forkScoped(supervise(plane.loops))
+    yield* Effect.forkScoped(plane.failure)
     return plane
   })
 
@@ -138,5 +137,21 @@ describe("data plane on real UDP sockets", () => {
       const refused = yield* a.transport.dial({ network: 0, node: B }, SINK_PORT).pipe(Effect.flip)
       assert.strictEqual(refused.code, "connection_refused")
       assert.strictEqual(b.transport.stats().acceptQueueDrops, 1)
+    })), 60_000)
+
+  it.live("a data plane that stops resets its connections, so the peer learns at once", () =>
+    expectNoLeaks(Effect.gen(function*() {
+      const directory: Directory = { keys: new Map(), endpoints: new Map() }
+      const a = yield* startPlane(directory, A)
+      const bScope = yield* Scope.make()
+      const b = yield* startPlane(directory, B).pipe(Scope.provide(bScope))
+      const listener = yield* b.transport.listen(SINK_PORT).pipe(Scope.provide(bScope))
+      const accepted = yield* Effect.forkChild(listener.accept)
+      const connection = yield* a.transport.dial({ network: 0, node: B }, SINK_PORT)
+      yield* Fiber.join(accepted)
+      yield* Scope.close(bScope, Exit.void)
+      // Well before any timeout (idle 120 s, retransmission budget): the reset arrived.
+      const error = yield* connection.read.pipe(Effect.flip, Effect.timeout("5 seconds"))
+      assert.strictEqual(error.code, "reset_by_peer")
     })), 60_000)
 })

@@ -48,6 +48,14 @@ const send = (reason: SendReason, keyRequest = false, path: "direct" | "relay" =
   path,
   reason
 })
+/** Our PILA answering a direct KX frame: straight back to the frame's source. */
+const answer = (reason: SendReason, replyTo = EP, keyRequest = false): Action => ({
+  _tag: "SendKeyExchange",
+  keyRequest,
+  path: "direct",
+  reason,
+  replyTo
+})
 const established = (authenticated: boolean, relay: boolean, rekeyed: boolean): Action => ({
   _tag: "Emit",
   event: { name: "tunnel.established", authenticated, relay, rekeyed }
@@ -102,7 +110,7 @@ const rows: ReadonlyArray<Row> = [
       learn(EP),
       logAt("Info", "established"),
       established(true, false, false),
-      send("reply"),
+      answer("reply"),
       hook(false, false)
     ],
     state: {
@@ -148,7 +156,7 @@ const rows: ReadonlyArray<Row> = [
     peer: keepaliveCase,
     input: pila(KEY_A),
     at: 16_001,
-    actions: [logAt("Debug"), established(true, false, false), send("recovery"), hook(false, false)],
+    actions: [logAt("Debug"), established(true, false, false), answer("recovery"), hook(false, false)],
     state: { session: { id: 3, installedAtMs: 0, lastDecryptMs: 10_000, lastRecoveryReplyMs: 16_001 }, rekey: undefined }
   },
   {
@@ -172,7 +180,7 @@ const rows: ReadonlyArray<Row> = [
     peer: peer({ session: session({ lastRecoveryReplyMs: 20_000 }) }),
     input: pila(KEY_A),
     at: 21_000,
-    actions: [logAt("Debug"), established(true, false, false), send("recovery"), hook(false, false)],
+    actions: [logAt("Debug"), established(true, false, false), answer("recovery"), hook(false, false)],
     state: { session: { id: 3, lastRecoveryReplyMs: 21_000 } }
   },
   {
@@ -180,7 +188,7 @@ const rows: ReadonlyArray<Row> = [
     peer: peer({ session: session() }),
     input: pila(KEY_B),
     at: 50_000,
-    actions: [installs(KEY_B), logAt("Info", "rekeyed"), established(true, false, true), send("reply"), hook(false, true)],
+    actions: [installs(KEY_B), logAt("Info", "rekeyed"), established(true, false, true), answer("reply"), hook(false, true)],
     state: { session: { id: 7, peerX25519: KEY_B, installedAtMs: 50_000, lastDecryptMs: 50_000 } }
   },
   {
@@ -188,7 +196,7 @@ const rows: ReadonlyArray<Row> = [
     peer: installedAt1000,
     input: pila(KEY_B),
     at: 1100,
-    actions: [installs(KEY_B), logAt("Info", "rekeyed"), established(true, false, true), send("reply"), hook(false, true)],
+    actions: [installs(KEY_B), logAt("Info", "rekeyed"), established(true, false, true), answer("reply"), hook(false, true)],
     state: { session: { id: 7, peerX25519: KEY_B } }
   },
   {
@@ -197,7 +205,7 @@ const rows: ReadonlyArray<Row> = [
     input: pila(KEY_B),
     at: 50_000,
     context: { sessionRoom: false },
-    actions: [installs(KEY_B), logAt("Info", "rekeyed"), established(true, false, true), send("reply"), hook(false, true)],
+    actions: [installs(KEY_B), logAt("Info", "rekeyed"), established(true, false, true), answer("reply"), hook(false, true)],
     state: { session: { id: 7 } }
   },
   {
@@ -215,7 +223,7 @@ const rows: ReadonlyArray<Row> = [
     peer: peer(),
     input: pilk(true),
     at: 500,
-    actions: [logAt("Debug", "PILK"), send("key_request_answer")],
+    actions: [logAt("Debug", "PILK"), answer("key_request_answer")],
     state: { session: undefined, rekey: { attempts: 1, lastSentMs: 500 } }
   },
   {
@@ -223,7 +231,7 @@ const rows: ReadonlyArray<Row> = [
     peer: peer({ session: session() }),
     input: pilk(true, KEY_B),
     at: 500,
-    actions: [logAt("Debug", "PILK"), send("key_request_answer")],
+    actions: [logAt("Debug", "PILK"), answer("key_request_answer")],
     state: { session: session(), rekey: { attempts: 1, lastSentMs: 500 } }
   },
   {
@@ -231,16 +239,24 @@ const rows: ReadonlyArray<Row> = [
     peer: peer(),
     input: pilk(false),
     at: 500,
-    actions: [installs(KEY_A), logAt("Info", "established"), established(false, false, false), send("reply"), hook(false, false)],
+    actions: [installs(KEY_A), logAt("Info", "established"), established(false, false, false), answer("reply"), hook(false, false)],
     state: { session: { id: 7, authenticated: false } }
   },
   {
-    name: "PILK never moves a known endpoint (its source is unauthenticated)",
+    name: "PILK never moves a known endpoint (its source is unauthenticated); the reply goes to its source",
     peer: peer(),
     input: pilk(false, KEY_A, direct(EP2)),
     at: 500,
-    actions: [installs(KEY_A), logAt("Info", "established"), established(false, false, false), send("reply"), hook(false, false)],
+    actions: [installs(KEY_A), logAt("Info", "established"), established(false, false, false), answer("reply", EP2), hook(false, false)],
     state: { endpoint: EP }
+  },
+  {
+    name: "PILK key request from a new address: answered at its source, the endpoint kept",
+    peer: peer(),
+    input: pilk(true, KEY_A, direct(EP2)),
+    at: 500,
+    actions: [logAt("Debug", "PILK"), answer("key_request_answer", EP2)],
+    state: { endpoint: EP, rekey: { attempts: 1, lastSentMs: 500 } }
   },
   {
     name: "PILK with another key never replaces an authenticated session",
@@ -326,7 +342,7 @@ const rows: ReadonlyArray<Row> = [
       installs(KEY_A),
       logAt("Info", "established"),
       established(true, false, false),
-      send("reply"),
+      answer("reply"),
       hook(false, false),
       { _tag: "SendPackets", packets: packets(3, 10) }
     ],
@@ -445,12 +461,20 @@ const rows: ReadonlyArray<Row> = [
   },
   // §4.3 — decrypt side effects: endpoint learning, identity binding, keepalives
   {
-    name: "an authenticated direct packet from a new address teaches the endpoint (NAT remap)",
+    name: "a decrypted PILS (authenticated and fresh) from a new address moves the endpoint (NAT remap)",
     peer: peer({ session: session() }),
     input: decrypted(dataPacket(), direct(EP2)),
     at: 1_000,
     actions: [learn(EP2), DELIVER],
     state: { endpoint: EP2 }
+  },
+  {
+    name: "a NAT keepalive from a new address moves the endpoint too (the remap of a peer with nothing to say)",
+    peer: peer({ session: session() }),
+    input: decrypted(keepalive(), direct(EP2)),
+    at: 1_000,
+    actions: [learn(EP2)],
+    state: { endpoint: EP2, session: { lastDecryptMs: 1_000 } }
   },
   {
     name: "a relayed packet teaches no endpoint",
@@ -655,13 +679,30 @@ const rows: ReadonlyArray<Row> = [
     actions: [installs(KEY_A), logAt("Info", "established"), established(true, true, false), send("reply"), hook(true, false)],
     state: { session: { viaRelay: true }, relay: false, endpoint: EP }
   },
+  // A PILA is authenticated but not fresh: from a new address it is answered there, never learned
   {
-    name: "same-session PILA from a new direct address: the endpoint is refreshed",
-    peer: peer({ session: session() }),
+    name: "same-key PILA from a new address (a replay): no LearnEndpoint, nothing sent while the session is live",
+    peer: peer({ session: session({ lastDecryptMs: 3_000 }) }),
     input: pila(KEY_A, direct(EP2)),
     at: 4_000,
-    actions: [learn(EP2), logAt("Debug"), established(true, false, false), hook(false, false)],
-    state: { endpoint: EP2 }
+    actions: [logAt("Debug"), established(true, false, false), hook(false, false)],
+    state: { endpoint: EP, session: { lastDecryptMs: 3_000 } }
+  },
+  {
+    name: "same-key PILA from a new address on a stale session: the recovery reply goes to its source, endpoint kept",
+    peer: keepaliveCase,
+    input: pila(KEY_A, direct(EP2)),
+    at: 16_001,
+    actions: [logAt("Debug"), established(true, false, false), answer("recovery", EP2), hook(false, false)],
+    state: { endpoint: EP, session: { lastRecoveryReplyMs: 16_001 } }
+  },
+  {
+    name: "new-key PILA from a new address (restart on a new port): installed, reply to its source, endpoint kept",
+    peer: peer({ session: session() }),
+    input: pila(KEY_B, direct(EP2)),
+    at: 50_000,
+    actions: [installs(KEY_B), logAt("Info", "rekeyed"), established(true, false, true), answer("reply", EP2), hook(false, true)],
+    state: { endpoint: EP, session: { id: 7, peerX25519: KEY_B } }
   },
   {
     name: "direct path restored: the relay flag is cleared",
@@ -737,6 +778,33 @@ describe("decideKeyExchange", () => {
       state = decision.state
     }
     expect(state.session).toMatchObject({ id: installed?.id, installedAtMs: 0, lastDecryptMs: 5_000 })
+  })
+
+  it("a replayed PILA never redirects the peer: the replayer gets at most one PILA a second, the peer's next PILS moves the endpoint", () => {
+    const ATTACKER = "192.0.2.66:6666"
+    let state = peer({ session: session({ lastDecryptMs: 10_000 }) })
+    const run = (input: KeyExchangeInput, at: number) => {
+      const decision = decideKeyExchange(state, input, context(at))
+      state = decision.state
+      return decision.actions
+    }
+    const answeredAt: Array<number> = []
+    for (let at = 10_100; at <= 20_000; at += 100) {
+      const actions = run(pila(KEY_A, direct(ATTACKER)), at)
+      expect(actions.filter((a) => a._tag === "LearnEndpoint" || a._tag === "SendPackets" || a._tag === "InstallSession")).toEqual([])
+      for (const action of actions.filter((a) => a._tag === "SendKeyExchange")) {
+        expect(action).toEqual(answer("recovery", ATTACKER))
+        answeredAt.push(at)
+      }
+    }
+    // Stale only after 6 s without a decrypt, then gated to one recovery reply per second.
+    expect(answeredAt).toEqual([16_100, 17_100, 18_100, 19_100])
+    expect(state.endpoint).toBe(EP)
+    // The real peer's NAT remapped: its next PILS moves the endpoint and makes the session live again.
+    expect(run(decrypted(dataPacket(), direct(EP2)), 20_050)).toEqual([learn(EP2), DELIVER])
+    expect(state.endpoint).toBe(EP2)
+    expect(run(pila(KEY_A, direct(ATTACKER)), 21_500)).toEqual([logAt("Debug"), established(true, false, false), hook(false, false)])
+    expect(state.endpoint).toBe(EP2)
   })
 
   it("first contact: unanswered sends escalate to PILA + PILK, then give up after 6 attempts (7 with the relay flip)", () => {

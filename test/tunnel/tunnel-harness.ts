@@ -176,3 +176,49 @@ export const startProxy = (server: NetAddress.InetAddress, drop: (payload: Uint8
     }
     return proxy
   })
+
+export interface Nat {
+  /** Where the client sends: its datagrams leave towards the server from the current mapping. */
+  readonly address: NetAddress.InetAddress
+  /** The source address the server currently sees for the client. */
+  readonly mapped: () => NetAddress.InetAddress
+  /** The NAT picks a new external port; server datagrams to the old one are dropped from now on. */
+  readonly remap: () => void
+  /** Server datagrams that arrived at a retired mapping. */
+  readonly droppedAtOldMapping: () => number
+}
+
+/**
+ * A NAT in front of a client talking to `server`: the client's datagrams leave from one of two external
+ * sockets, the server's replies to the current one go back to the client, and `remap` switches sockets the
+ * way a NAT that lost its mapping does (the old one stops forwarding).
+ */
+export const startNat = (server: NetAddress.InetAddress) =>
+  Effect.gen(function*() {
+    let client: NetAddress.InetAddress | undefined
+    let current = 0
+    let dropped = 0
+    const external: Array<UdpEndpoint> = []
+    const inside = yield* makeUdpEndpoint({ bind: LOOPBACK }, ({ from, payload }) => {
+      client = from
+      external[current]?.send(payload, server)
+    })
+    for (const mapping of [0, 1]) {
+      external.push(
+        yield* makeUdpEndpoint({ bind: LOOPBACK }, ({ payload }) => {
+          if (mapping !== current) dropped++
+          else if (client !== undefined) inside.send(payload, client)
+        })
+      )
+    }
+    for (const socket of [inside, ...external]) yield* Effect.forkScoped(supervise({ reader: socket.reader, writer: socket.writer }))
+    const nat: Nat = {
+      address: inside.address,
+      mapped: () => external[current]!.address,
+      remap: () => {
+        current = (current + 1) % external.length
+      },
+      droppedAtOldMapping: () => dropped
+    }
+    return nat
+  })

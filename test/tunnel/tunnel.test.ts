@@ -1,10 +1,11 @@
 /**
  * The tunnel shell on real UDP sockets (127.0.0.1): key exchange on first send, delivery both ways, identity
- * binding, duplicate-PILA storms, peer restarts, forged/replayed/truncated frames, garbage, PILF, keepalives.
+ * binding, duplicate-PILA storms, peer restarts, replayed PILAs, NAT remaps, forged/replayed/truncated frames,
+ * garbage, PILF, keepalives.
  * Every test runs inside `expectNoLeaks`: when its scope closes, no fiber and no socket may be left.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, type Scope } from "effect"
+import { Effect, Schedule, type Scope } from "effect"
 import * as NetAddress from "effect/net/NetAddress"
 import { randomBytes } from "node:crypto"
 import { Identity } from "../../src/crypto/identity.ts"
@@ -31,6 +32,7 @@ import {
   nextDelivered,
   roundTrip,
   startNode,
+  startNat,
   startProxy,
   startRawSocket,
   startStoppable,
@@ -218,6 +220,7 @@ describe("tunnel", () => {
       yield* first.stop
 
       const again = yield* startNode(directory, A, { identity }) // same identity and node ID, new key, new port
+      // B answers A's PILA at the new port without taking it as A's endpoint; A's first PILS moves that.
       const { got } = yield* roundTrip(again, b).pipe(Effect.timeout("10 seconds"))
       assert.strictEqual(got.from, A)
       yield* roundTrip(b, again)
@@ -292,6 +295,75 @@ describe("tunnel", () => {
       assert.strictEqual(stats.sessions_dropped, 0)
       assert.strictEqual(statsOf(a).sessions_installed, 1)
       assert.strictEqual(stats.encrypted_peers, 1)
+    })))
+
+  it.live("a captured PILA replayed from another address never redirects the peer's traffic", () =>
+    checked(Effect.gen(function*() {
+      const directory = makeDirectory()
+      const b = yield* startNode(directory, B)
+      // A reaches B through a proxy that records A's frames: the attacker's capture of A's PILA.
+      const proxy = yield* startProxy(b.tunnel.address)
+      directory.endpoints.set(B, proxy.address)
+      const a = yield* startNode(directory, A)
+      yield* roundTrip(a, b)
+      yield* roundTrip(b, a)
+      const pila = proxy.lastFromClient("AuthKeyExchange")
+      assert.isDefined(pila)
+
+      const { received, socket: attacker } = yield* startRawSocket()
+      const before = statsOf(b)
+      const keepalivesFromA = () => b.events.filter((e) => e.name === "tunnel.established" && e.peerNodeId === A).length
+      const seen = keepalivesFromA()
+      // Within 250 ms of the install a replay is a mere duplicate: replay until B takes one for A's keepalive
+      // (more often than the per-IP bucket allows: some are refused before any crypto).
+      let replays = 0
+      yield* Effect.sync(() => {
+        attacker.send(pila!, b.tunnel.address)
+        replays++
+      }).pipe(
+        Effect.repeat({ until: () => keepalivesFromA() > seen, schedule: Schedule.spaced("50 millis") }),
+        Effect.timeout("5 seconds")
+      )
+      yield* eventually(() => {
+        const now = statsOf(b)
+        return now.kx_accepted + now.drops.kx_rate_limited === before.kx_accepted + before.drops.kx_rate_limited + replays
+      })
+
+      // B's traffic for A still goes to A's real endpoint, on the same session.
+      for (let i = 0; i < 3; i++) {
+        yield* roundTrip(b, a)
+        yield* roundTrip(a, b)
+      }
+      assert.deepStrictEqual(statsOf(b).peer_list.map((p) => p.endpoint), [NetAddress.formatInet(proxy.address)])
+      assert.strictEqual(statsOf(b).sessions_installed, 1)
+      assert.strictEqual(statsOf(a).sessions_installed, 1)
+      // The attacker got no PILS, at most one PILA (an answer to the key exchange it sent, nothing more).
+      const kinds = received.map(classifyDatagram)
+      assert.isAtMost(kinds.length, 1)
+      assert.isTrue(kinds.every((kind) => kind === "AuthKeyExchange"))
+    })))
+
+  it.live("a NAT remap moves the peer's endpoint on its next authenticated packet", () =>
+    checked(Effect.gen(function*() {
+      const directory = makeDirectory()
+      const b = yield* startNode(directory, B)
+      const nat = yield* startNat(b.tunnel.address)
+      directory.endpoints.set(B, nat.address)
+      const a = yield* startNode(directory, A)
+      yield* roundTrip(a, b)
+      yield* roundTrip(b, a)
+      const endpointAtB = () => statsOf(b).peer_list.map((p) => p.endpoint)
+      const first = NetAddress.formatInet(nat.mapped())
+      assert.deepStrictEqual(endpointAtB(), [first])
+
+      nat.remap() // A's next PILS reaches B from a new port; B's packets to the old one are lost
+      const remapped = NetAddress.formatInet(nat.mapped())
+      assert.notStrictEqual(remapped, first)
+      yield* roundTrip(a, b)
+      assert.deepStrictEqual(endpointAtB(), [remapped])
+      yield* roundTrip(b, a)
+      assert.strictEqual(nat.droppedAtOldMapping(), 0)
+      assert.strictEqual(statsOf(b).sessions_installed, 1)
     })))
 
   it.live("unknown magics, garbage and badly signed PILAs are counted and ignored", () =>
