@@ -9,9 +9,10 @@
  * - A save snapshots the state (`snapshot`, which must copy — it runs outside any lock), then writes it. A
  *   failed write is logged with its cause, counted, and retried on `retry`'s schedule; the state stays
  *   dirty, so it is never silently dropped.
- * - When the owning scope closes, the saver fiber is interrupted and joined, then a final save runs only if
- *   something is unsaved (an untouched file is never rewritten), bounded by `finalSaveTimeout`. The
- *   outcome is logged; a final save that fails or overruns is reported at Error level with its cause.
+ * - When the owning scope closes, the saver fiber is interrupted and joined — a write in flight is waited for,
+ *   never abandoned, since its rename could otherwise land after the final save — then a final save runs only
+ *   if something is unsaved (an untouched file is never rewritten); both together are bounded by
+ *   `finalSaveTimeout`. A final save that fails or overruns is reported at Error level with its cause.
  */
 import { Duration, Effect, Fiber, Queue, Schedule } from "effect"
 
@@ -65,8 +66,11 @@ export const makeCoalescingSaver = Effect.fnUntraced(function*<E, R>(options: Co
     const target = version
     if (target === savedVersion) return
     const data = yield* options.snapshot
+    // Uninterruptible: the file operations underneath cannot be cancelled, so an interrupted write could still
+    // rename its temp file into place later — after, and over, the final save. Shutdown waits for it instead.
     yield* options.write(data).pipe(
       Effect.provide(context),
+      Effect.uninterruptible,
       Effect.tapCause((cause) =>
         Effect.sync(() => failures++).pipe(
           Effect.andThen(Effect.logWarning("save failed, will retry", cause)),
@@ -86,19 +90,23 @@ export const makeCoalescingSaver = Effect.fnUntraced(function*<E, R>(options: Co
       yield* saveUntilDone
     }
   })
-  const fiber = yield* Effect.forkScoped(loop)
-
-  yield* Effect.addFinalizer(() =>
+  // Not `forkScoped`: the scope's own finalizer would wait for the fiber without a bound, and a write hung on
+  // a dead disk never ends. The release below stops it and waits with a bound instead; one bound covers both
+  // steps, waiting for a write in flight and the final save.
+  yield* Effect.acquireRelease(Effect.forkDetach(loop), (fiber) =>
     Effect.gen(function*() {
-      yield* Fiber.interrupt(fiber)
+      // Ask the saver to stop, then wait for it: a write in flight finishes first (see saveOnce). Awaiting
+      // separately from the request keeps the wait itself cut by the timeout if the disk hangs.
+      fiber.interruptUnsafe()
+      yield* Fiber.await(fiber)
       if (version === savedVersion) return
-      yield* saveOnce.pipe(
-        Effect.timeout(options.finalSaveTimeout ?? "5 seconds"),
-        Effect.tap(() => Effect.logDebug("final save done")),
-        Effect.catchCause((cause) => Effect.logError("final save failed: the last changes are not on disk", cause)),
-        log
-      )
-    })
+      yield* saveOnce
+      yield* Effect.logDebug("final save done")
+    }).pipe(
+      Effect.timeout(options.finalSaveTimeout ?? "5 seconds"),
+      Effect.catchCause((cause) => Effect.logError("final save failed: the last changes are not on disk", cause)),
+      log
+    )
   )
 
   const saver: CoalescingSaver = {

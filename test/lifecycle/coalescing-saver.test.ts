@@ -96,6 +96,22 @@ describe("coalescing saver", () => {
       assert.deepStrictEqual(yield* Ref.get(disk.writes), ["2"])
     }))
 
+  it.effect("a write in flight at shutdown is waited for, never abandoned, and the final save lands after it", () =>
+    Effect.gen(function*() {
+      const { disk, scope, mutate } = yield* setup()
+      yield* disk.gate.close
+      mutate(1)
+      yield* TestClock.adjust("1 millis") // the saver is now inside the write of "1", stuck on the disk
+      mutate(2)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* TestClock.adjust("10 millis")
+      assert.isUndefined(closing.pollUnsafe()) // shutdown waits for the write in flight
+      yield* disk.gate.open
+      yield* Fiber.join(closing)
+      // An abandoned write could land after the final save and put "1" back over "2".
+      assert.deepStrictEqual(yield* Ref.get(disk.writes), ["1", "2"])
+    }))
+
   it.effect("closing the scope with nothing unsaved writes nothing", () =>
     Effect.gen(function*() {
       const { disk, scope, mutate } = yield* setup()

@@ -1,0 +1,50 @@
+/**
+ * The IPC socket file, installed without a permission race (reference §9 "Newer hardening", §14.12).
+ *
+ * Binding straight at the target and chmod-ing afterwards leaves a window in which the socket exists with the
+ * umask's permissions; tightening the umask is process-wide. Instead the listener binds inside a fresh staging
+ * directory next to the target (mkdtemp creates it 0700, so nobody else can reach the socket in it), the socket
+ * is chmod-ed 0600 there, and an atomic rename puts it in place, replacing a stale file left by a crashed daemon.
+ * Same directory, so the rename never crosses file systems.
+ *
+ * When the scope closes the file is removed, but only if it is still ours (same inode): a newer daemon that has
+ * since taken over the path keeps its socket. The removal is registered before the listener is created, so it
+ * runs after the listener has closed (DESIGN.md §4 rule 4: close sockets → remove the IPC socket file).
+ */
+import { Effect, FileSystem, Option, Path, type Scope } from "effect"
+import type { PlatformError } from "effect/PlatformError"
+
+/** Short on purpose: a Unix socket path is limited to ~107 bytes and the staging path is the target's dir + this. */
+const STAGING_PREFIX = ".ipc-"
+const STAGED_NAME = "s"
+
+/**
+ * Runs `listen(stagingPath)` (which must bind a Unix socket at `stagingPath` in the current scope), then moves
+ * the socket to `target` with mode 0600. The file is removed when the scope closes.
+ */
+export const installSocketFile = <A, E, R>(
+  target: string,
+  listen: (stagingPath: string) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | PlatformError, R | FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    let installedInode: bigint | undefined = undefined
+    const removeIfOurs = Effect.gen(function*() {
+      if (installedInode === undefined) return
+      const current = yield* fs.stat(target)
+      if (Option.getOrUndefined(current.ino) === installedInode) yield* fs.remove(target)
+    }).pipe(Effect.ignore)
+    const staging = yield* Effect.acquireRelease(
+      fs.makeTempDirectory({ directory: path.dirname(target), prefix: STAGING_PREFIX }),
+      (dir) => Effect.andThen(removeIfOurs, fs.remove(dir, { recursive: true, force: true }).pipe(Effect.ignore))
+    )
+    const staged = path.join(staging, STAGED_NAME)
+    const listening = yield* listen(staged)
+    yield* fs.chmod(staged, 0o600)
+    yield* fs.rename(staged, target)
+    installedInode = Option.getOrUndefined((yield* fs.stat(target)).ino)
+    // The staging directory is empty now; nothing should litter the socket's directory while the daemon runs.
+    yield* fs.remove(staging, { recursive: true, force: true })
+    return listening
+  })
