@@ -20,7 +20,7 @@ import type { HostPort } from "../platform/host-port.ts"
 import { serveEcho } from "../services/echo.ts"
 import type { StreamOptions } from "../transport/stream.ts"
 import { makeTransport, type Transport } from "../transport/transport.ts"
-import { makeTunnel, type Tunnel, type TunnelLimits } from "../tunnel/tunnel.ts"
+import { makeTunnel, type Tunnel, type TunnelLimits, type TunnelSocket } from "../tunnel/tunnel.ts"
 
 /**
  * The largest stream segment payload whose encrypted frame still fits one datagram (1223 − 36 − 34 = 1153
@@ -34,7 +34,8 @@ export const UNFRAGMENTED_MSS = MAX_UNFRAGMENTED_FRAME_BYTES - MIN_ENCRYPTED_FRA
 export interface DataPlaneOptions<E1, E2> {
   readonly identity: Identity
   readonly nodeId: number
-  readonly bind: HostPort
+  /** Where to bind the tunnel's socket, or a socket bound before registration (`bindTunnelSocket`). */
+  readonly bind: HostPort | TunnelSocket
   /** The Ed25519 key the registry holds for a node, to authenticate its key exchange. */
   readonly registryKey: (nodeId: number) => Effect.Effect<Uint8Array | undefined, E1>
   /** Where to reach a node we have not heard from yet. */

@@ -7,10 +7,11 @@ import { Command, Flag } from "effect/cli"
 import { localFileSystem } from "../platform/file-system.ts"
 import { supervise } from "../lifecycle/supervisor.ts"
 import { COMMAND_LINE, ConfigError, type ConfigValues, loadConfigFile, setting } from "../platform/config-file.ts"
-import { formatHostPort, type HostPort, parseHostPort } from "../platform/host-port.ts"
+import { formatHostPort, type HostPort } from "../platform/host-port.ts"
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevelName, loggingLayer } from "../platform/logging.ts"
 import { serveOpsHttp } from "../platform/ops-http.ts"
 import { reportSettingsError, runServiceBinary, serviceBody } from "../platform/service.ts"
+import { address, oneOf, optionalAddress, positive } from "../platform/settings.ts"
 import { layerEmbeddedStore } from "./embedded-store.ts"
 import { layerRedisStore } from "./redis-store.ts"
 import { makeRegistry } from "./registry.ts"
@@ -40,25 +41,6 @@ interface RegistrySettings {
   readonly logFormat: LogFormat
 }
 
-const address = (name: string, text: string, source: string) => {
-  const parsed = parseHostPort(text)
-  return typeof parsed === "string" ? Effect.fail(new ConfigError({ source, detail: `--${name}: ${parsed}` })) : Effect.succeed(parsed)
-}
-
-const oneOf = <A extends string>(name: string, allowed: ReadonlyArray<A>, value: Option.Option<string>, fallback: A, source: string) =>
-  Option.match(value, {
-    onNone: () => Effect.succeed(fallback),
-    onSome: (v) =>
-      (allowed as ReadonlyArray<string>).includes(v)
-        ? Effect.succeed(v as A)
-        : Effect.fail(new ConfigError({ source, detail: `"${name}" must be one of ${allowed.join(", ")}, got "${v}"` }))
-  })
-
-const positive = (name: string, value: Option.Option<number>, fallback: number, source: string) => {
-  const n = Option.getOrElse(value, () => fallback)
-  return Number.isInteger(n) && n > 0 ? Effect.succeed(n) : Effect.fail(new ConfigError({ source, detail: `"${name}" must be a positive integer, got ${n}` }))
-}
-
 const resolveSettings = (given: typeof flags extends infer F ? { [K in keyof F]: F[K] extends Flag.Flag<infer A> ? A : never } : never) =>
   Effect.gen(function*() {
     const config: ConfigValues = yield* loadConfigFile(given.config)
@@ -70,7 +52,7 @@ const resolveSettings = (given: typeof flags extends infer F ? { [K in keyof F]:
       addr: yield* address("addr", addrText, source),
       store: yield* str("store", given.store),
       redis: yield* str("redis", given.redis),
-      http: Option.isSome(httpText) ? Option.some(yield* address("http", httpText.value, source)) : Option.none(),
+      http: yield* optionalAddress("http", httpText, source),
       registrationRate: yield* positive("registration-rate", yield* setting("registration-rate", "number", given.registrationRate, config, source), 10, source),
       logLevel: yield* oneOf("log-level", LOG_LEVELS, yield* str("log-level", given.logLevel), "info", source),
       logFormat: yield* oneOf("log-format", LOG_FORMATS, yield* str("log-format", given.logFormat), "text", source)

@@ -46,7 +46,7 @@ import type { Identity } from "../crypto/identity.ts"
 import { ReplayGuard } from "../crypto/replay.ts"
 import { deriveSessionKeys, type SessionKeys } from "../crypto/session.ts"
 import { TokenBuckets } from "../limits/token-bucket.ts"
-import { makeUdpEndpoint, type UdpDatagram } from "../net/udp-endpoint.ts"
+import { makeUdpEndpoint, type UdpDatagram, type UdpEndpoint } from "../net/udp-endpoint.ts"
 import type { HostPort } from "../platform/host-port.ts"
 import { fragmentFrame, Reassembler } from "../protocol/fragment.ts"
 import { decodePacket, encodedPacketLength, encodePacket, type Packet, Protocol, WellKnownPort } from "../protocol/packet.ts"
@@ -114,10 +114,42 @@ export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
 /** A core event with the peer it is about (the event bus comes later; `onEvent` is the in-process hook). */
 export type TunnelEventOf = TunnelEvent & { readonly peerNodeId: number }
 
+/**
+ * The tunnel's UDP socket, bound before the tunnel exists. A daemon must be reachable before it registers
+ * (DESIGN.md §4 rule 3), yet the tunnel needs the node ID that registration assigns: so the daemon binds
+ * first, registers with the bound port, and builds the tunnel on this socket once the ID is known. Nothing is
+ * read from the socket until the tunnel runs its reader loop; datagrams that arrive meanwhile wait in the
+ * kernel buffer.
+ */
+export interface TunnelSocket {
+  /** The bound address (the real port when bound to port 0). */
+  readonly address: NetAddress.InetAddress
+  /** Hands the socket to its one tunnel, which receives every datagram from then on. */
+  readonly attach: (onDatagram: (datagram: UdpDatagram) => void) => UdpEndpoint
+}
+
+/** Binds a UDP socket for a tunnel built later, in the current scope (it closes with the scope). */
+export const bindTunnelSocket = Effect.fnUntraced(function*(
+  bind: HostPort,
+  sendQueue: number = DEFAULT_TUNNEL_LIMITS.udpSendQueue
+): Effect.fn.Return<TunnelSocket, DatagramSocketError, Scope.Scope> {
+  let deliver: ((datagram: UdpDatagram) => void) | undefined
+  const udp = yield* makeUdpEndpoint({ bind, sendQueue }, (datagram) => deliver?.(datagram))
+  return {
+    address: udp.address,
+    attach: (onDatagram) => {
+      if (deliver !== undefined) throw new Error("a tunnel socket serves one tunnel")
+      deliver = onDatagram
+      return udp
+    }
+  }
+})
+
 export interface TunnelOptions<E1, E2> {
   readonly identity: Identity
   readonly nodeId: number
-  readonly bind: HostPort
+  /** Where to bind the socket, or a socket bound earlier (`bindTunnelSocket`). */
+  readonly bind: HostPort | TunnelSocket
   /** The Ed25519 key the registry holds for a node (`undefined`: none). Failures count as "none". */
   readonly registryKey: (nodeId: number) => Effect.Effect<Uint8Array | undefined, E1>
   /** Where to dial a peer we have no learned endpoint for (the registry's `resolve`). */
@@ -212,8 +244,9 @@ const FRAGMENT_ID_SPACE = 0x1_0000_0000
 // ---------------------------------------------------------------------------------------------------------
 
 /**
- * Binds the tunnel's UDP socket in the current scope and returns the tunnel. Closing the scope closes the
- * socket; the owner runs `loops` (under its supervisor) in the same scope, after this.
+ * Binds the tunnel's UDP socket in the current scope (unless given a bound one) and returns the tunnel.
+ * Closing the scope closes a socket bound here; the owner runs `loops` (under its supervisor) in the same
+ * scope, after this.
  */
 export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
   options: TunnelOptions<E1, E2>
@@ -237,10 +270,8 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
   const own = makeOwnKeyExchange(options.identity, ownNode)
   let nextFragmentId = randomInt(FRAGMENT_ID_SPACE)
 
-  const udp = yield* makeUdpEndpoint(
-    { bind: options.bind, sendQueue: limits.udpSendQueue },
-    (datagram) => onDatagram(datagram)
-  )
+  const socket = "attach" in options.bind ? options.bind : yield* bindTunnelSocket(options.bind, limits.udpSendQueue)
+  const udp = socket.attach((datagram) => onDatagram(datagram))
   // After the socket, so its fibers (dials, log lines) are interrupted before the socket closes.
   const background = yield* FiberSet.make<void, never>()
   const runBackground = yield* FiberSet.runtime(background)<never>()

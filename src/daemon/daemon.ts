@@ -1,0 +1,152 @@
+/**
+ * The daemon's composition root (DESIGN.md §3-§4): identity, the tunnel's UDP socket, the IPC server, the
+ * registry session, then the data plane once registered, all supervised.
+ *
+ * Startup (rule 3: inbound reachability never waits on outbound work): load or create the identity → bind
+ * the UDP socket → bind and serve the IPC socket (logged as "accepting") → start the registry session in the
+ * background, registering `--endpoint` or `:<bound UDP port>` (the registry fills in the IP it sees) → once
+ * the first registration assigns our node ID, build the tunnel and transport on the ALREADY-BOUND socket
+ * (`bindTunnelSocket`): the tunnel needs the node ID, the socket must not wait for it.
+ *
+ * Supervision (rule 5): the IPC accept loop, the registry publisher and the data plane (which waits for the
+ * node ID, then its own loops) are essential; the first to end abnormally ends the daemon with
+ * `EssentialFiberFailed` (exit code 4).
+ *
+ * Shutdown (rule 4, as far as the pieces allow), by finalizer order: IPC stops accepting, its clients close
+ * and the socket file is removed (the IPC server does all three together, so the file goes first rather than
+ * last) → open connections are reset and the data plane's loops joined → the registry publisher is joined
+ * and the entry retracted (bounded) → the UDP socket closes.
+ *
+ * IPC: `Health` and `Info` are answered from live state without touching the registry; every other
+ * command gets an Error frame "not implemented yet", so a driver is answered instead of left hanging.
+ */
+import { Clock, Effect, Exit, Option, Scope } from "effect"
+import { loadOrCreateIdentity } from "../crypto/identity.ts"
+import { type IpcDispatcher, ipcError } from "../ipc/client.ts"
+import { makeIpcServer } from "../ipc/server.ts"
+import { supervise } from "../lifecycle/supervisor.ts"
+import { formatHostPort, type HostPort } from "../platform/host-port.ts"
+import { serveOpsHttp } from "../platform/ops-http.ts"
+import { VERSION } from "../platform/version.ts"
+import { makeRegistryClient } from "../registry/client.ts"
+import { bindTunnelSocket } from "../tunnel/tunnel.ts"
+import { type DataPlane, makeDataPlane } from "./data-plane.ts"
+import { makeRegistryDirectory } from "./registry-directory.ts"
+import { makeRegistrySession } from "./registry-session.ts"
+import { type DaemonSnapshot, healthJson, infoJson } from "./status.ts"
+
+export interface DaemonSettings {
+  readonly identityPath: string
+  /** UDP tunnel socket. */
+  readonly listen: HostPort
+  /** IPC socket file. */
+  readonly socketPath: string
+  readonly registry: { readonly host: string; readonly port: number }
+  /** The endpoint to register; default `:<bound UDP port>`, the registry filling in the IP it observes. */
+  readonly endpoint: Option.Option<string>
+  readonly hostname: Option.Option<string>
+  /** Address of the /health, /ready and /metrics endpoint. */
+  readonly http: Option.Option<HostPort>
+}
+
+/** Runs the daemon until an essential fiber fails or the caller is interrupted (a signal); never succeeds. */
+export const runDaemon = (settings: DaemonSettings) =>
+  Effect.scoped(Effect.gen(function*() {
+    const startedMs = yield* Clock.currentTimeMillis
+    const outer = yield* Scope.Scope
+    const identity = yield* loadOrCreateIdentity(settings.identityPath)
+    const socket = yield* bindTunnelSocket(settings.listen)
+    const udpPort = socket.address.port
+    const endpoint = Option.getOrElse(settings.endpoint, () => `:${udpPort}`)
+    const hostname = Option.getOrUndefined(settings.hostname)
+
+    let accepting = false
+    let plane: DataPlane | undefined
+    // Forward reference: the dispatcher is served before the session exists (rule 3), and reads it lazily.
+    const late: { session?: { readonly state: Effect.Effect<DaemonSnapshot["session"]> } } = {}
+    const snapshot = Effect.gen(function*() {
+      const nowMs = yield* Clock.currentTimeMillis
+      const session = late.session === undefined
+        ? { registered: undefined, lastOkMillis: undefined, consecutiveFailures: 0, lastError: undefined }
+        : yield* late.session.state
+      const current = plane
+      const s: DaemonSnapshot = {
+        nowMs,
+        startedMs,
+        accepting,
+        session,
+        endpoint,
+        hostname,
+        version: VERSION,
+        plane: current === undefined ? undefined : {
+          tunnel: current.tunnel.stats(),
+          transport: current.transport.stats(),
+          connections: current.transport.connections()
+        }
+      }
+      return s
+    })
+
+    const dispatcher: IpcDispatcher = {
+      dispatch: (client, message) => {
+        switch (message.cmd) {
+          case "Health":
+            return Effect.flatMap(snapshot, (s) => client.send({ cmd: "HealthOK", json: healthJson(s) }))
+          case "Info":
+            return Effect.flatMap(snapshot, (s) => client.send({ cmd: "InfoOK", json: infoJson(s) }))
+          default:
+            return client.send(ipcError(`${message.cmd}: not implemented yet`))
+        }
+      }
+    }
+    // In a scope of its own, closed by the last finalizer added below, i.e. first at shutdown: stop accepting.
+    const ipcScope = yield* Scope.fork(outer)
+    const ipc = yield* makeIpcServer({ path: settings.socketPath }, dispatcher).pipe(Scope.provide(ipcScope))
+    accepting = true
+    yield* Effect.logInfo("pilot-daemon accepting").pipe(
+      Effect.annotateLogs({ udp: formatHostPort({ host: socket.address.address.toString(), port: udpPort }), socket: ipc.path })
+    )
+
+    const session = yield* makeRegistrySession({
+      registry: settings.registry,
+      identity,
+      listenAddr: endpoint,
+      version: VERSION,
+      ...(hostname === undefined ? {} : { hostname })
+    })
+    late.session = session
+    const lookups = yield* makeRegistryClient({ ...settings.registry, callTimeout: "5 seconds" })
+    // Forked after the session, so the data plane stops (connections reset, loops joined) before the retract.
+    const planeScope = yield* Scope.fork(outer)
+
+    const dataPlane = Effect.gen(function*() {
+      const nodeId = yield* session.nodeId
+      const directory = makeRegistryDirectory(lookups, identity, nodeId)
+      const built = yield* makeDataPlane({
+        identity,
+        nodeId,
+        bind: socket,
+        registryKey: directory.registryKey,
+        endpointOf: directory.endpointOf
+      }).pipe(Scope.provide(planeScope))
+      plane = built
+      yield* Effect.logInfo("data plane running").pipe(Effect.annotateLogs({ node_id: nodeId }))
+      return yield* built.failure
+    })
+
+    const ready = Effect.map(snapshot, (s) => ({ ok: s.accepting && s.session.registered !== undefined, details: healthJson(s) }))
+    const live = Effect.map(snapshot, (s) => ({ ok: s.accepting, details: healthJson(s) }))
+    if (Option.isSome(settings.http)) {
+      const bound = yield* serveOpsHttp(settings.http.value, { health: live, ready })
+      const text = bound._tag === "UnixPathAddress" ? bound.path : formatHostPort({ host: bound.address.toString(), port: bound.port })
+      yield* Effect.logInfo("health and metrics served").pipe(Effect.annotateLogs({ http: text }))
+    }
+
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        accepting = false
+        return Scope.close(ipcScope, Exit.void)
+      })
+    )
+    return yield* supervise({ "ipc-server": ipc.failure, "registry-session": session.failure, "data-plane": dataPlane })
+  }))
