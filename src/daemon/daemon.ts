@@ -17,12 +17,14 @@
  * last) → open connections are reset and the data plane's loops joined → the registry publisher is joined
  * and the entry retracted (bounded) → the UDP socket closes.
  *
- * IPC: `Health` and `Info` are answered from live state without touching the registry; every other
- * command gets an Error frame "not implemented yet", so a driver is answered instead of left hanging.
+ * IPC (`ipc-commands.ts`): `Health` and `Info` are answered from live state without touching the registry;
+ * streams and datagrams go through the transport once the data plane runs; registry-backed commands use a
+ * registry client of their own; Handshake sub-commands use the trust service, started with the data plane
+ * (trust store `<identity dir>/trust.json`, handshake service on port 444).
  */
 import { Clock, Effect, Exit, Option, Scope } from "effect"
+import * as nodePath from "node:path"
 import { loadOrCreateIdentity } from "../crypto/identity.ts"
-import { type IpcDispatcher, ipcError } from "../ipc/client.ts"
 import { makeIpcServer } from "../ipc/server.ts"
 import { supervise } from "../lifecycle/supervisor.ts"
 import { formatHostPort, type HostPort } from "../platform/host-port.ts"
@@ -31,6 +33,10 @@ import { VERSION } from "../platform/version.ts"
 import { makeRegistryClient } from "../registry/client.ts"
 import { bindTunnelSocket } from "../tunnel/tunnel.ts"
 import { type DataPlane, makeDataPlane } from "./data-plane.ts"
+import { makeIpcCommands } from "./ipc-commands.ts"
+import { makeIpcStreams } from "./ipc-streams.ts"
+import { makeRegistryCommands } from "./registry-commands.ts"
+import { makeTrustCommands, pendingCount, type RunningTrust, startTrust } from "./trust-commands.ts"
 import { makeRegistryDirectory } from "./registry-directory.ts"
 import { makeRegistrySession } from "./registry-session.ts"
 import { type DaemonSnapshot, healthJson, infoJson } from "./status.ts"
@@ -62,6 +68,8 @@ export const runDaemon = (settings: DaemonSettings) =>
 
     let accepting = false
     let plane: DataPlane | undefined
+    let trust: RunningTrust | undefined
+    let ownNodeId: number | undefined
     // Forward reference: the dispatcher is served before the session exists (rule 3), and reads it lazily.
     const late: { session?: { readonly state: Effect.Effect<DaemonSnapshot["session"]> } } = {}
     const snapshot = Effect.gen(function*() {
@@ -70,6 +78,7 @@ export const runDaemon = (settings: DaemonSettings) =>
         ? { registered: undefined, lastOkMillis: undefined, consecutiveFailures: 0, lastError: undefined }
         : yield* late.session.state
       const current = plane
+      const trustState = trust === undefined ? undefined : yield* trust.store.state
       const s: DaemonSnapshot = {
         nowMs,
         startedMs,
@@ -78,6 +87,7 @@ export const runDaemon = (settings: DaemonSettings) =>
         endpoint,
         hostname,
         version: VERSION,
+        trustPending: trustState === undefined ? 0 : pendingCount(trustState),
         plane: current === undefined ? undefined : {
           tunnel: current.tunnel.stats(),
           transport: current.transport.stats(),
@@ -87,18 +97,15 @@ export const runDaemon = (settings: DaemonSettings) =>
       return s
     })
 
-    const dispatcher: IpcDispatcher = {
-      dispatch: (client, message) => {
-        switch (message.cmd) {
-          case "Health":
-            return Effect.flatMap(snapshot, (s) => client.send({ cmd: "HealthOK", json: healthJson(s) }))
-          case "Info":
-            return Effect.flatMap(snapshot, (s) => client.send({ cmd: "InfoOK", json: infoJson(s) }))
-          default:
-            return client.send(ipcError(`${message.cmd}: not implemented yet`))
-        }
-      }
-    }
+    // Commands that need the registry use a client of their own: never queued behind lookups or the session.
+    const commandRegistry = yield* makeRegistryClient({ ...settings.registry, callTimeout: "5 seconds" })
+    const dispatcher = makeIpcCommands({
+      health: Effect.map(snapshot, healthJson),
+      info: Effect.map(snapshot, infoJson),
+      streams: makeIpcStreams(() => plane?.transport, outer),
+      registry: makeRegistryCommands({ registry: commandRegistry, identity, nodeId: () => ownNodeId }),
+      handshake: makeTrustCommands(() => trust)
+    })
     // In a scope of its own, closed by the last finalizer added below, i.e. first at shutdown: stop accepting.
     const ipcScope = yield* Scope.fork(outer)
     const ipc = yield* makeIpcServer({ path: settings.socketPath }, dispatcher).pipe(Scope.provide(ipcScope))
@@ -121,6 +128,7 @@ export const runDaemon = (settings: DaemonSettings) =>
 
     const dataPlane = Effect.gen(function*() {
       const nodeId = yield* session.nodeId
+      ownNodeId = nodeId
       const directory = makeRegistryDirectory(lookups, identity, nodeId)
       const built = yield* makeDataPlane({
         identity,
@@ -130,6 +138,14 @@ export const runDaemon = (settings: DaemonSettings) =>
         endpointOf: directory.endpointOf
       }).pipe(Scope.provide(planeScope))
       plane = built
+      trust = yield* startTrust({
+        directory: nodePath.dirname(settings.identityPath),
+        identity,
+        nodeId,
+        transport: built.transport,
+        registry: commandRegistry,
+        registryKey: directory.registryKey
+      }).pipe(Scope.provide(planeScope))
       yield* Effect.logInfo("data plane running").pipe(Effect.annotateLogs({ node_id: nodeId }))
       return yield* built.failure
     })

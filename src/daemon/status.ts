@@ -21,6 +21,8 @@ export interface DaemonSnapshot {
   readonly endpoint: string
   readonly hostname: string | undefined
   readonly version: string
+  /** Trust handshake requests waiting for a local decision (0 until the trust service runs). */
+  readonly trustPending: number
   /** Present once the data plane runs. */
   readonly plane: {
     readonly tunnel: TunnelStats
@@ -54,7 +56,7 @@ export const healthJson = (s: DaemonSnapshot) => ({
   status: "ok",
   uptime_seconds: uptimeSeconds(s),
   ...traffic(s),
-  handshake_pending_count: s.plane?.tunnel.handshake_pending_count ?? 0,
+  handshake_pending_count: s.trustPending,
   accept_queue_drops: s.plane?.transport.acceptQueueDrops ?? 0,
   ...states(s)
 })
