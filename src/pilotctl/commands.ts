@@ -1,0 +1,272 @@
+/**
+ * Every `pilotctl` command, described once: its arguments, flags, output fields and error codes, and what it
+ * does. `main.ts` builds the command-line parser from this table and `context` prints the same table, so the
+ * machine-readable catalogue cannot drift from what the binary accepts.
+ */
+import { type Duration, Effect, Result } from "effect"
+import { parseAddr } from "../protocol/address.ts"
+import type { IpcMessage } from "../protocol/ipc.ts"
+import { parseHostPort } from "../platform/host-port.ts"
+import { makeRegistryClient } from "../registry/client.ts"
+import * as daemon from "./daemon-control.ts"
+import { ctlError, type CtlError, ERROR_CODES, type ErrorCode, Reported } from "./errors.ts"
+import { ipcJson, ipcRequest } from "./ipc-client.ts"
+
+export interface ParamSpec {
+  readonly name: string
+  readonly kind: "string" | "int" | "boolean"
+  readonly description: string
+  /** Arguments only: may be left out. */
+  readonly optional?: true
+  /** Arguments only: takes every remaining word (always last). */
+  readonly variadic?: true
+}
+
+/** What a command handler sees: global settings plus its own arguments and flags (absent ones `undefined`). */
+export interface Invocation {
+  readonly socket: string
+  readonly registry: string
+  readonly timeout: Duration.Input
+  readonly params: { readonly [name: string]: unknown }
+}
+
+/** A handler result that prints nothing (`daemon status --check`). */
+export const SILENT = Symbol.for("pilotctl/silent")
+
+export interface CommandSpec {
+  /** `["daemon", "start"]` for a subcommand. */
+  readonly path: ReadonlyArray<string>
+  readonly description: string
+  readonly args: ReadonlyArray<ParamSpec>
+  readonly flags: ReadonlyArray<ParamSpec>
+  /** Top-level fields of `data` on success. */
+  readonly returns: ReadonlyArray<string>
+  readonly errors: ReadonlyArray<ErrorCode>
+  readonly run: (invocation: Invocation) => Effect.Effect<unknown, CtlError | Reported>
+}
+
+// ---- parameter helpers --------------------------------------------------------------------------------------
+
+const arg = (name: string, description: string, extra: Partial<ParamSpec> = {}): ParamSpec => ({ name, kind: "string", description, ...extra })
+const stringFlag = (name: string, description: string): ParamSpec => ({ name, kind: "string", description })
+const boolFlag = (name: string, description: string): ParamSpec => ({ name, kind: "boolean", description })
+
+const text = (inv: Invocation, name: string): string | undefined => {
+  const value = inv.params[name]
+  return typeof value === "string" ? value : undefined
+}
+
+/** A node given as a decimal id or as a `N:NNNN.HHHH.LLLL` address. */
+export const parseNode = (input: string): Effect.Effect<number, CtlError> => {
+  if (/^\d+$/.test(input) && Number(input) <= 0xffffffff) return Effect.succeed(Number(input))
+  const addr = parseAddr(input)
+  return Result.isSuccess(addr)
+    ? Effect.succeed(addr.success.node)
+    : Effect.fail(ctlError("invalid_argument", `"${input}" is neither a node id nor an address`, "give a node id (e.g. 42) or an address (0:0000.0000.002A)"))
+}
+
+const nodeArg = (inv: Invocation, name: string) => parseNode(text(inv, name) ?? "")
+
+// ---- IPC-backed commands --------------------------------------------------------------------------------------
+
+type JsonReplyCmd = Extract<IpcMessage, { readonly json: unknown }>["cmd"]
+
+/** Common errors of every command that talks to the daemon. */
+const DAEMON_ERRORS: ReadonlyArray<ErrorCode> = ["not_running", "connection_failed", "timeout", "internal"]
+
+const ipcCommand = (
+  path: ReadonlyArray<string>,
+  description: string,
+  params: { readonly args?: ReadonlyArray<ParamSpec>; readonly returns: ReadonlyArray<string>; readonly errors?: ReadonlyArray<ErrorCode> },
+  request: (inv: Invocation) => Effect.Effect<IpcMessage, CtlError>,
+  reply: JsonReplyCmd
+): CommandSpec => ({
+  path,
+  description,
+  args: params.args ?? [],
+  flags: [],
+  returns: params.returns,
+  errors: [...(params.errors ?? []), ...DAEMON_ERRORS],
+  run: (inv) => Effect.flatMap(request(inv), (message) => ipcJson(inv.socket, message, reply, inv.timeout))
+})
+
+const info = (inv: Invocation) => Effect.map(ipcJson(inv.socket, { cmd: "Info" }, "InfoOK", inv.timeout), (json) => json as { readonly [key: string]: unknown })
+
+const listFromInfo = (field: string, as: string) => (inv: Invocation) =>
+  Effect.map(info(inv), (json) => {
+    const items = Array.isArray(json[field]) ? json[field] as ReadonlyArray<unknown> : []
+    return { [as]: items, total: items.length }
+  })
+
+// ---- the table ------------------------------------------------------------------------------------------------
+
+const DAEMON_FLAGS: ReadonlyArray<ParamSpec> = [
+  stringFlag("listen", "UDP tunnel address (default :0)"),
+  stringFlag("identity", "identity file (default ~/.pilot/identity.json)"),
+  stringFlag("hostname", "hostname to register"),
+  stringFlag("endpoint", "endpoint to register"),
+  stringFlag("http", "address for /health, /ready and /metrics"),
+  stringFlag("beacon", "beacon address"),
+  boolFlag("public", "make this node public"),
+  boolFlag("trust-auto-approve", "approve every trust request"),
+  stringFlag("log-level", "trace|debug|info|warn|error"),
+  stringFlag("log-format", "text|json"),
+  stringFlag("config", "JSON file of daemon settings"),
+  boolFlag("foreground", "run the daemon in this process's place instead of in the background")
+]
+
+/** The daemon flags given, as pilot-daemon arguments (`--registry` from the global setting). */
+const daemonArgs = (inv: Invocation): ReadonlyArray<string> => [
+  "--registry",
+  inv.registry,
+  ...DAEMON_FLAGS.flatMap((flag) => {
+    const value = inv.params[flag.name]
+    if (flag.name === "foreground") return []
+    if (flag.kind === "boolean") return value === true ? [`--${flag.name}`] : []
+    return value === undefined ? [] : [`--${flag.name}`, String(value)]
+  })
+]
+
+const lookup = (inv: Invocation) =>
+  Effect.gen(function*() {
+    const nodeId = yield* nodeArg(inv, "node_id")
+    const at = parseHostPort(inv.registry)
+    if (typeof at === "string") return yield* ctlError("invalid_argument", `--registry: ${at}`)
+    const client = yield* makeRegistryClient({ host: at.host ?? "127.0.0.1", port: at.port, callTimeout: inv.timeout })
+    return yield* client.call({ type: "lookup", node_id: nodeId }).pipe(
+      Effect.mapError((error) =>
+        error._tag === "RegistryRejected"
+          ? ctlError(error.code === "node_not_found" ? "not_found" : "internal", error.message)
+          : ctlError(error.code === "timeout" ? "timeout" : "connection_failed", error.message, error.hint))
+    )
+  }).pipe(Effect.scoped)
+
+export const COMMANDS: ReadonlyArray<CommandSpec> = [
+  {
+    path: ["context"],
+    description: "machine-readable catalogue of every command: arguments, flags, output fields, error codes",
+    args: [],
+    flags: [],
+    returns: ["commands", "global_flags", "error_codes"],
+    errors: [],
+    run: () => Effect.sync(() => catalogue())
+  },
+  ipcCommand(["health"], "daemon health (local only, never touches the registry)", { returns: ["status", "uptime_seconds", "connections", "peers"] }, () => Effect.succeed({ cmd: "Health" }), "HealthOK"),
+  ipcCommand(["info"], "everything the daemon knows about itself", { returns: ["node_id", "address", "hostname", "peer_list", "conn_list"] }, () => Effect.succeed({ cmd: "Info" }), "InfoOK"),
+  {
+    path: ["peers"],
+    description: "known peers (from info)",
+    args: [],
+    flags: [],
+    returns: ["peers", "total"],
+    errors: DAEMON_ERRORS,
+    run: listFromInfo("peer_list", "peers")
+  },
+  {
+    path: ["connections"],
+    description: "open overlay connections (from info)",
+    args: [],
+    flags: [],
+    returns: ["connections", "total"],
+    errors: DAEMON_ERRORS,
+    run: listFromInfo("conn_list", "connections")
+  },
+  {
+    path: ["lookup"],
+    description: "look a node up in the registry (talks to the registry directly)",
+    args: [arg("node_id", "node id or address")],
+    flags: [],
+    returns: ["node_id", "address", "hostname", "public_key", "public", "tags"],
+    errors: ["invalid_argument", "not_found", "connection_failed", "timeout", "internal"],
+    run: lookup
+  },
+  ipcCommand(["set-hostname"], "set this node's hostname", { args: [arg("hostname", "new hostname")], returns: ["hostname"], errors: ["invalid_argument", "already_exists"] }, (inv) => Effect.succeed({ cmd: "SetHostname", hostname: text(inv, "hostname") ?? "" }), "SetHostnameOK"),
+  ipcCommand(["clear-hostname"], "remove this node's hostname", { returns: ["hostname"] }, () => Effect.succeed({ cmd: "SetHostname", hostname: "" }), "SetHostnameOK"),
+  ipcCommand(["find"], "resolve a hostname to a node", { args: [arg("hostname", "hostname to resolve")], returns: ["node_id", "address"], errors: ["not_found"] }, (inv) => Effect.succeed({ cmd: "ResolveHostname", hostname: text(inv, "hostname") ?? "" }), "ResolveHostnameOK"),
+  ipcCommand(["set-public"], "make this node visible to everyone", { returns: ["public"] }, () => Effect.succeed({ cmd: "SetVisibility", public: true }), "SetVisibilityOK"),
+  ipcCommand(["set-private"], "make this node visible to trusted peers only", { returns: ["public"] }, () => Effect.succeed({ cmd: "SetVisibility", public: false }), "SetVisibilityOK"),
+  ipcCommand(["set-tags"], "replace this node's tags (at most 3)", { args: [arg("tags", "tags", { variadic: true })], returns: ["tags"], errors: ["invalid_argument"] }, (inv) => Effect.succeed({ cmd: "SetTags", tags: (inv.params["tags"] as ReadonlyArray<string> | undefined) ?? [] }), "SetTagsOK"),
+  ipcCommand(["clear-tags"], "remove every tag of this node", { returns: ["tags"] }, () => Effect.succeed({ cmd: "SetTags", tags: [] }), "SetTagsOK"),
+  ipcCommand(["deregister"], "remove this node from the registry", { returns: ["status"] }, () => Effect.succeed({ cmd: "Deregister" }), "DeregisterOK"),
+  ipcCommand(["handshake"], "ask a node for mutual trust", { args: [arg("node", "node id or address"), arg("justification", "why you ask", { optional: true })], returns: ["status", "node_id"], errors: ["invalid_argument"] }, (inv) => Effect.map(nodeArg(inv, "node"), (node): IpcMessage => ({ cmd: "Handshake", sub: "Send", node, justification: text(inv, "justification") ?? "" })), "HandshakeOK"),
+  ipcCommand(["pending"], "trust requests waiting for approval", { returns: ["pending"] }, () => Effect.succeed({ cmd: "Handshake", sub: "Pending" }), "HandshakeOK"),
+  ipcCommand(["approve"], "approve a pending trust request", { args: [arg("node", "node id or address")], returns: ["status", "node_id"], errors: ["invalid_argument", "not_found"] }, (inv) => Effect.map(nodeArg(inv, "node"), (node): IpcMessage => ({ cmd: "Handshake", sub: "Approve", node })), "HandshakeOK"),
+  ipcCommand(["reject"], "reject a pending trust request", { args: [arg("node", "node id or address"), arg("reason", "reason", { optional: true })], returns: ["status", "node_id"], errors: ["invalid_argument", "not_found"] }, (inv) => Effect.map(nodeArg(inv, "node"), (node): IpcMessage => ({ cmd: "Handshake", sub: "Reject", node, reason: text(inv, "reason") ?? "" })), "HandshakeOK"),
+  ipcCommand(["trust"], "trusted peers", { returns: ["trusted"] }, () => Effect.succeed({ cmd: "Handshake", sub: "Trusted" }), "HandshakeOK"),
+  ipcCommand(["untrust"], "revoke trust in a node", { args: [arg("node", "node id or address")], returns: ["status", "node_id"], errors: ["invalid_argument", "not_found"] }, (inv) => Effect.map(nodeArg(inv, "node"), (node): IpcMessage => ({ cmd: "Handshake", sub: "Revoke", node })), "HandshakeOK"),
+  {
+    path: ["disconnect"],
+    description: "close an overlay connection",
+    args: [{ name: "conn_id", kind: "int", description: "connection id (see connections)" }],
+    flags: [],
+    returns: ["conn_id"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) =>
+      Effect.map(ipcRequest(inv.socket, { cmd: "Close", connId: Number(inv.params["conn_id"]) }, "CloseOK", inv.timeout), (reply) => ({ conn_id: reply.connId }))
+  },
+  {
+    path: ["daemon", "start"],
+    description: "start pilot-daemon in the background; returns once its IPC socket answers (≤ 15 s). Pid file <socket>.pid, log <socket>.log",
+    args: [],
+    flags: DAEMON_FLAGS,
+    returns: ["pid", "socket", "pid_file", "log_file", "node_id", "address", "hostname"],
+    errors: ["already_exists", "timeout", "internal"],
+    run: (inv) => {
+      const options = { socketPath: inv.socket, daemonArgs: daemonArgs(inv), timeout: inv.timeout }
+      return inv.params["foreground"] === true
+        ? Effect.flatMap(daemon.runForeground(options), (code) => code === 0 ? Effect.succeed({ exit_code: code }) : Effect.fail(ctlError("internal", `pilot-daemon exited with code ${code}`)))
+        : daemon.startBackground(options)
+    }
+  },
+  {
+    path: ["daemon", "stop"],
+    description: "stop the daemon recorded in <socket>.pid: SIGTERM, wait for exit, SIGKILL after 25 s",
+    args: [],
+    flags: [],
+    returns: ["pid", "forced"],
+    errors: ["not_running", "internal"],
+    run: (inv) => daemon.stop(inv.socket)
+  },
+  {
+    path: ["daemon", "status"],
+    description: "is the daemon answering on its socket? --check: print nothing, exit 0 if running, 1 if not",
+    args: [],
+    flags: [boolFlag("check", "silent; the exit code is the answer")],
+    returns: ["running", "pid", "socket", "health"],
+    errors: DAEMON_ERRORS,
+    run: (inv) =>
+      inv.params["check"] === true
+        ? daemon.status(inv.socket, inv.timeout).pipe(Effect.as(SILENT), Effect.mapError(() => new Reported()))
+        : daemon.status(inv.socket, inv.timeout)
+  }
+]
+
+export const GLOBAL_FLAGS: ReadonlyArray<ParamSpec> = [
+  boolFlag("json", "machine-readable output: {\"status\":\"ok\",\"data\":…} on stdout, or an error envelope on stderr"),
+  stringFlag("socket", "daemon IPC socket (env PILOT_SOCKET; default /tmp/pilot.sock)"),
+  stringFlag("registry", "registry address (env PILOT_REGISTRY; default 127.0.0.1:9000)"),
+  stringFlag("timeout", "per-request deadline, Go syntax: 500ms, 30s, 2m (default 30s)")
+]
+
+const describeParam = (param: ParamSpec) => ({
+  name: param.name,
+  type: param.kind,
+  description: param.description,
+  ...(param.optional === true ? { optional: true } : {}),
+  ...(param.variadic === true ? { variadic: true } : {})
+})
+
+/** The `context` output: this table, without the handlers. */
+const catalogue = () => ({
+  commands: COMMANDS.map((spec) => ({
+    name: spec.path.join(" "),
+    description: spec.description,
+    arguments: spec.args.map(describeParam),
+    flags: spec.flags.map(describeParam),
+    returns: spec.returns,
+    errors: spec.errors
+  })),
+  global_flags: GLOBAL_FLAGS.map(describeParam),
+  error_codes: ERROR_CODES,
+  exit_codes: { ok: 0, error: 1, usage: 2 }
+})
