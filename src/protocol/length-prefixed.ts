@@ -59,7 +59,8 @@ export interface FrameSplitter {
   readonly bufferedBytes: number
 }
 
-const joinPieces = (pieces: ReadonlyArray<Uint8Array>, length: number): Uint8Array => {
+/** The pieces of a byte stream joined into one array of `length` bytes (no copy when there is one piece). */
+export const concatBytes = (pieces: ReadonlyArray<Uint8Array>, length: number): Uint8Array => {
   if (pieces.length === 1) return pieces[0]!
   const joined = new Uint8Array(length)
   let at = 0
@@ -118,7 +119,7 @@ export const makeFrameSplitter = (options?: { readonly maxBody?: number }): Fram
       bodyFill += take
       offset += take
       if (bodyFill === bodyLength) {
-        bodies.push(joinPieces(pieces, bodyLength))
+        bodies.push(concatBytes(pieces, bodyLength))
         pieces = []
         bodyLength = -1
         bodyFill = 0

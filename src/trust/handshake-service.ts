@@ -66,6 +66,7 @@ import {
 import { checkAndRecord, makeReplaySet, reap, replayDigest } from "./trust-replay.ts"
 import { isTrusted, sanitizeJustification, type TrustEffect, type TrustEvent, type TrustRefusal } from "./trust-state.ts"
 import type { TrustStore } from "./trust-store.ts"
+import { concatBytes } from "../protocol/length-prefixed.ts"
 
 export class HandshakeError extends Schema.TaggedError<HandshakeError>()("HandshakeError", {
   reason: Schema.Literals(["no_pending_request", "no_public_key", "not_trusted", "in_flight", "unreachable"]),
@@ -162,16 +163,6 @@ const mayBeComplete = (bytes: Uint8Array) => {
   return false
 }
 
-const concat = (chunks: ReadonlyArray<Uint8Array>, total: number) => {
-  if (chunks.length === 1) return chunks[0]!
-  const out = new Uint8Array(total)
-  let offset = 0
-  for (const chunk of chunks) {
-    out.set(chunk, offset)
-    offset += chunk.byteLength
-  }
-  return out
-}
 
 /** Reads one message: until it parses, the peer closes, or it exceeds the limit (then the decoder refuses it). */
 const readMessage = (connection: Connection) =>
@@ -183,9 +174,9 @@ const readMessage = (connection: Connection) =>
       if (chunk === undefined) break
       chunks.push(chunk)
       total += chunk.byteLength
-      if (mayBeComplete(chunk) && Result.isSuccess(decodeTrustMessage(concat(chunks, total)))) break
+      if (mayBeComplete(chunk) && Result.isSuccess(decodeTrustMessage(concatBytes(chunks, total)))) break
     }
-    return concat(chunks, total)
+    return concatBytes(chunks, total)
   })
 
 type Verdict =
