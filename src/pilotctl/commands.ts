@@ -3,14 +3,14 @@
  * does. `main.ts` builds the command-line parser from this table and `context` prints the same table, so the
  * machine-readable catalogue cannot drift from what the binary accepts.
  */
-import { type Duration, Effect, Result } from "effect"
-import { parseAddr } from "../protocol/address.ts"
+import { type Duration, Effect } from "effect"
 import type { IpcMessage } from "../protocol/ipc.ts"
 import { parseHostPort } from "../platform/host-port.ts"
 import { makeRegistryClient } from "../registry/client.ts"
 import * as daemon from "./daemon-control.ts"
 import { ctlError, type CtlError, ERROR_CODES, type ErrorCode, Reported } from "./errors.ts"
 import { ipcJson, ipcRequest } from "./ipc-client.ts"
+import * as streams from "./streams.ts"
 
 export interface ParamSpec {
   readonly name: string
@@ -49,6 +49,8 @@ export interface CommandSpec {
 
 const arg = (name: string, description: string, extra: Partial<ParamSpec> = {}): ParamSpec => ({ name, kind: "string", description, ...extra })
 const stringFlag = (name: string, description: string): ParamSpec => ({ name, kind: "string", description })
+const intFlag = (name: string, description: string): ParamSpec => ({ name, kind: "int", description })
+const intArg = (name: string, description: string, extra: Partial<ParamSpec> = {}): ParamSpec => ({ name, kind: "int", description, ...extra })
 const boolFlag = (name: string, description: string): ParamSpec => ({ name, kind: "boolean", description })
 
 const text = (inv: Invocation, name: string): string | undefined => {
@@ -58,12 +60,22 @@ const text = (inv: Invocation, name: string): string | undefined => {
 
 /** A node given as a decimal id or as a `N:NNNN.HHHH.LLLL` address. */
 export const parseNode = (input: string): Effect.Effect<number, CtlError> => {
-  if (/^\d+$/.test(input) && Number(input) <= 0xffffffff) return Effect.succeed(Number(input))
-  const addr = parseAddr(input)
-  return Result.isSuccess(addr)
-    ? Effect.succeed(addr.success.node)
+  const target = streams.literalTarget(input)
+  return target !== undefined
+    ? Effect.succeed(target.node)
     : Effect.fail(ctlError("invalid_argument", `"${input}" is neither a node id nor an address`, "give a node id (e.g. 42) or an address (0:0000.0000.002A)"))
 }
+
+/** An int parameter, its default when absent; outside `[min, max]` is an invalid_argument. */
+const intParam = (inv: Invocation, name: string, fallback: number, min: number, max: number): Effect.Effect<number, CtlError> => {
+  const value = inv.params[name]
+  const n = typeof value === "number" ? value : fallback
+  return Number.isInteger(n) && n >= min && n <= max
+    ? Effect.succeed(n)
+    : Effect.fail(ctlError("invalid_argument", `${name} must be an integer from ${min} to ${max}, not ${n}`))
+}
+
+const portParam = (inv: Invocation, name: string, fallback: number) => intParam(inv, name, fallback, 0, 0xffff)
 
 const nodeArg = (inv: Invocation, name: string) => parseNode(text(inv, name) ?? "")
 
@@ -111,7 +123,8 @@ const DAEMON_FLAGS: ReadonlyArray<ParamSpec> = [
   boolFlag("trust-auto-approve", "approve every trust request"),
   stringFlag("log-level", "trace|debug|info|warn|error"),
   stringFlag("log-format", "text|json"),
-  stringFlag("config", "JSON file of daemon settings"),
+  // Not `--config`: that global flag names pilotctl's own config file.
+  stringFlag("daemon-config", "JSON file of pilot-daemon settings (passed to it as --config)"),
   boolFlag("foreground", "run the daemon in this process's place instead of in the background")
 ]
 
@@ -122,8 +135,9 @@ const daemonArgs = (inv: Invocation): ReadonlyArray<string> => [
   ...DAEMON_FLAGS.flatMap((flag) => {
     const value = inv.params[flag.name]
     if (flag.name === "foreground") return []
-    if (flag.kind === "boolean") return value === true ? [`--${flag.name}`] : []
-    return value === undefined ? [] : [`--${flag.name}`, String(value)]
+    const name = flag.name === "daemon-config" ? "config" : flag.name
+    if (flag.kind === "boolean") return value === true ? [`--${name}`] : []
+    return value === undefined ? [] : [`--${name}`, String(value)]
   })
 ]
 
@@ -205,6 +219,57 @@ export const COMMANDS: ReadonlyArray<CommandSpec> = [
       Effect.map(ipcRequest(inv.socket, { cmd: "Close", connId: Number(inv.params["conn_id"]) }, "CloseOK", inv.timeout), (reply) => ({ conn_id: reply.connId }))
   },
   {
+    path: ["connect"],
+    description: "dial a port of a node, send one message, print the first reply (null if the peer closes or --timeout passes first)",
+    args: [arg("target", "node id, address or hostname"), intArg("port", "port (default 1000)", { optional: true })],
+    flags: [stringFlag("message", "text to send")],
+    returns: ["target", "port", "sent", "response"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) =>
+      Effect.flatMap(portParam(inv, "port", 1000), (port) => streams.connect(inv.socket, text(inv, "target") ?? "", port, text(inv, "message") ?? "", inv.timeout))
+  },
+  {
+    path: ["send"],
+    description: "dial a port of a node, send the data, close",
+    args: [arg("target", "node id, address or hostname"), intArg("port", "port")],
+    flags: [stringFlag("data", "text to send")],
+    returns: ["target", "port", "bytes"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) => Effect.flatMap(portParam(inv, "port", 0), (port) => streams.send(inv.socket, text(inv, "target") ?? "", port, text(inv, "data") ?? "", inv.timeout))
+  },
+  {
+    path: ["recv"],
+    description: "bind a port and print what connecting peers send: --count messages (default 1), or what came before --timeout",
+    args: [intArg("port", "port to bind")],
+    flags: [intFlag("count", "messages to wait for (default 1)")],
+    returns: ["messages", "timeout"],
+    errors: ["invalid_argument", ...DAEMON_ERRORS],
+    run: (inv) =>
+      Effect.gen(function*() {
+        const port = yield* portParam(inv, "port", 0)
+        const count = yield* intParam(inv, "count", 1, 1, 1_000_000)
+        return yield* streams.recv(inv.socket, port, count, inv.timeout)
+      })
+  },
+  {
+    path: ["ping"],
+    description: "round trips to a node's echo service (port 7)",
+    args: [arg("target", "node id, address or hostname")],
+    flags: [intFlag("count", "pings (default 4)")],
+    returns: ["target", "results", "sent", "received", "min_rtt_ms", "avg_rtt_ms", "max_rtt_ms"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) => Effect.flatMap(intParam(inv, "count", 4, 1, 10_000), (count) => streams.ping(inv.socket, text(inv, "target") ?? "", count, inv.timeout))
+  },
+  {
+    path: ["bench"],
+    description: "throughput through a node's echo service (port 7): send size_mb MiB, wait for all of it back",
+    args: [arg("target", "node id, address or hostname"), intArg("size_mb", "MiB to send (default 1)", { optional: true })],
+    flags: [],
+    returns: ["target", "bytes", "send_ms", "total_ms", "send_mbps", "total_mbps"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) => Effect.flatMap(intParam(inv, "size_mb", 1, 1, 1024), (sizeMb) => streams.bench(inv.socket, text(inv, "target") ?? "", sizeMb, inv.timeout))
+  },
+  {
     path: ["daemon", "start"],
     description: "start pilot-daemon in the background; returns once its IPC socket answers (≤ 15 s). Pid file <socket>.pid, log <socket>.log",
     args: [],
@@ -245,7 +310,8 @@ export const GLOBAL_FLAGS: ReadonlyArray<ParamSpec> = [
   boolFlag("json", "machine-readable output: {\"status\":\"ok\",\"data\":…} on stdout, or an error envelope on stderr"),
   stringFlag("socket", "daemon IPC socket (env PILOT_SOCKET; default /tmp/pilot.sock)"),
   stringFlag("registry", "registry address (env PILOT_REGISTRY; default 127.0.0.1:9000)"),
-  stringFlag("timeout", "per-request deadline, Go syntax: 500ms, 30s, 2m (default 30s)")
+  stringFlag("timeout", "per-request deadline, Go syntax: 500ms, 30s, 2m (default 30s); recv: how long to wait for messages"),
+  stringFlag("config", "pilotctl config file of defaults for socket, registry, timeout (default ~/.pilot/config.json if it exists)")
 ]
 
 const describeParam = (param: ParamSpec) => ({

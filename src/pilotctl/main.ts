@@ -6,6 +6,7 @@
  *   `hint: …` lines. Exit 1.
  * - usage errors (unknown command, bad flag, missing argument): help and the parse error, exit 2; with `--json`
  *   also an `invalid_argument` envelope on stderr.
+ * Global settings come from flags, the environment and the config file, in the order documented in `config.ts`.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Console, Duration, Effect, Option } from "effect"
@@ -14,6 +15,7 @@ import { isCliError } from "effect/cli/CliError"
 import { teardown } from "../platform/exit-codes.ts"
 import { VERSION } from "../platform/version.ts"
 import { COMMANDS, type CommandSpec, GLOBAL_FLAGS, type Invocation, type ParamSpec, SILENT } from "./commands.ts"
+import { loadConfig, resolveSetting } from "./config.ts"
 import { ctlError, type CtlError, Reported, UsageFailed } from "./errors.ts"
 import { DEFAULT_SOCKET } from "./ipc-client.ts"
 
@@ -43,18 +45,20 @@ const parseGoDuration = (text: string): Duration.Duration | undefined => {
 
 const plain = (value: unknown): unknown => Option.isOption(value) ? Option.getOrUndefined(value) : value
 
-const invocationOf = (globals: { readonly [name: string]: unknown }, params: { readonly [name: string]: unknown }): Effect.Effect<Invocation, CtlError> => {
-  const given = (name: string) => plain(globals[name]) as string | undefined
-  const timeoutText = given("timeout")
-  const timeout = timeoutText === undefined ? DEFAULT_TIMEOUT : parseGoDuration(timeoutText)
-  if (timeout === undefined) return Effect.fail(ctlError("invalid_argument", `--timeout "${timeoutText}" is not a duration`, "use Go syntax: 500ms, 30s, 2m"))
-  return Effect.succeed({
-    socket: given("socket") ?? process.env["PILOT_SOCKET"] ?? DEFAULT_SOCKET,
-    registry: given("registry") ?? process.env["PILOT_REGISTRY"] ?? DEFAULT_REGISTRY,
-    timeout,
-    params: Object.fromEntries(Object.entries(params).map(([name, value]) => [name, plain(value)]))
+const invocationOf = (globals: { readonly [name: string]: unknown }, params: { readonly [name: string]: unknown }): Effect.Effect<Invocation, CtlError> =>
+  Effect.gen(function*() {
+    const given = (name: string) => plain(globals[name]) as string | undefined
+    const config = yield* loadConfig(given("config"))
+    const timeoutText = resolveSetting(given("timeout"), undefined, config, "timeout")
+    const timeout = timeoutText === undefined ? DEFAULT_TIMEOUT : parseGoDuration(timeoutText)
+    if (timeout === undefined) return yield* ctlError("invalid_argument", `--timeout "${timeoutText}" is not a duration`, "use Go syntax: 500ms, 30s, 2m")
+    return {
+      socket: resolveSetting(given("socket"), process.env["PILOT_SOCKET"], config, "socket") ?? DEFAULT_SOCKET,
+      registry: resolveSetting(given("registry"), process.env["PILOT_REGISTRY"], config, "registry") ?? DEFAULT_REGISTRY,
+      timeout,
+      params: Object.fromEntries(Object.entries(params).map(([name, value]) => [name, plain(value)]))
+    }
   })
-}
 
 // ---- parser, built from the table ---------------------------------------------------------------------------
 

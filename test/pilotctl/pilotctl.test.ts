@@ -4,58 +4,20 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { ERROR_CODES } from "../../src/pilotctl/errors.ts"
 import { startBinary } from "../support/child-process.ts"
 import { startRegistry } from "../support/registry.ts"
+import { assertErrorEnvelope, ctl, envelope, tempDir } from "./ctl-kit.ts"
 
-const repoRoot = path.resolve(import.meta.dirname, "../..")
-const CTL = path.join(repoRoot, "src/pilotctl/main.ts")
 const REGISTERED = /registered as node (\d+)/
-
-interface CtlRun {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs pilotctl to completion; resolves on `close`, so every byte of stdout and stderr is in. */
-const ctl = (...args: ReadonlyArray<string>) =>
-  Effect.callback<CtlRun>((resume) => {
-    const child = spawn(process.execPath, [CTL, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: "1" } })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
-    return Effect.sync(() => child.kill("SIGKILL"))
-  })
-
-const tempDir = Effect.acquireRelease(
-  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "pf-ctl-"))),
-  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-)
-
-const envelope = (text: string): Record<string, unknown> => JSON.parse(text.trim()) as Record<string, unknown>
-
-/** Asserts one `--json` error envelope on stderr, nothing on stdout, exit 1, and returns it. */
-const assertErrorEnvelope = (run: CtlRun, code: string) => {
-  assert.strictEqual(run.code, 1, run.stderr)
-  assert.strictEqual(run.stdout, "")
-  const error = envelope(run.stderr)
-  assert.strictEqual(error["status"], "error")
-  assert.strictEqual(error["code"], code)
-  assert.isString(error["message"])
-  return error
-}
 
 const EVERY_COMMAND = [
   "context", "health", "info", "peers", "connections", "lookup", "set-hostname", "clear-hostname", "find",
   "set-public", "set-private", "set-tags", "clear-tags", "deregister", "handshake", "pending", "approve", "reject",
-  "trust", "untrust", "disconnect", "daemon start", "daemon stop", "daemon status"
+  "trust", "untrust", "disconnect", "connect", "send", "recv", "ping", "bench", "daemon start", "daemon stop",
+  "daemon status"
 ]
 
 describe("pilotctl", () => {
