@@ -53,6 +53,10 @@ export interface DaemonSettings {
   readonly hostname: Option.Option<string>
   /** Address of the /health, /ready and /metrics endpoint. */
   readonly http: Option.Option<HostPort>
+  /** Make the node public once registered (`--public`). */
+  readonly public: boolean
+  /** Approve every trust request (`--trust-auto-approve`). */
+  readonly trustAutoApprove: boolean
 }
 
 /** Runs the daemon until an essential fiber fails or the caller is interrupted (a signal); never succeeds. */
@@ -99,11 +103,12 @@ export const runDaemon = (settings: DaemonSettings) =>
 
     // Commands that need the registry use a client of their own: never queued behind lookups or the session.
     const commandRegistry = yield* makeRegistryClient({ ...settings.registry, callTimeout: "5 seconds" })
+    const registryCommands = makeRegistryCommands({ registry: commandRegistry, identity, nodeId: () => ownNodeId })
     const dispatcher = makeIpcCommands({
       health: Effect.map(snapshot, healthJson),
       info: Effect.map(snapshot, infoJson),
       streams: makeIpcStreams(() => plane?.transport, outer),
-      registry: makeRegistryCommands({ registry: commandRegistry, identity, nodeId: () => ownNodeId }),
+      registry: registryCommands,
       handshake: makeTrustCommands(() => trust)
     })
     // In a scope of its own, closed by the last finalizer added below, i.e. first at shutdown: stop accepting.
@@ -138,7 +143,15 @@ export const runDaemon = (settings: DaemonSettings) =>
         endpointOf: directory.endpointOf
       }).pipe(Scope.provide(planeScope))
       plane = built
+      if (settings.public) {
+        // Not fatal: a node that stays private still works for its trusted peers; the operator sees why.
+        yield* registryCommands.setVisibility(true).pipe(
+          Effect.tap(() => Effect.logInfo("node is public")),
+          Effect.catch((e) => Effect.logWarning("could not make the node public", e.message))
+        )
+      }
       trust = yield* startTrust({
+        policy: { trustedAgents: new Set(), autoApprove: settings.trustAutoApprove },
         directory: nodePath.dirname(settings.identityPath),
         identity,
         nodeId,

@@ -3,7 +3,7 @@
  * from `--config FILE` (flags win), and `--socket` / `--registry` from `PILOT_SOCKET` / `PILOT_REGISTRY`
  * (flag, then file, then environment, then default).
  */
-import { Config, Effect, Option } from "effect"
+import { Config, Effect, FileSystem, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
 import * as nodePath from "node:path"
@@ -21,13 +21,13 @@ const flags = {
   socket: Flag.String("socket").pipe(Flag.withDescription("IPC socket path (env PILOT_SOCKET; default /tmp/pilot.sock)"), Flag.optional),
   endpoint: Flag.String("endpoint").pipe(Flag.withDescription("endpoint to register (default :<UDP port>, the registry fills in our IP)"), Flag.optional),
   identity: Flag.String("identity").pipe(Flag.withDescription("identity file (default ~/.pilot/identity.json)"), Flag.optional),
-  public: Flag.Boolean("public").pipe(Flag.withDescription("make this node public (not supported yet)"), Flag.optional),
+  public: Flag.Boolean("public").pipe(Flag.withDescription("make this node public: anyone may resolve its endpoint"), Flag.optional),
   hostname: Flag.String("hostname").pipe(Flag.withDescription("hostname to register"), Flag.optional),
   http: Flag.String("http").pipe(Flag.withDescription("address for /health, /ready and /metrics (default: off)"), Flag.optional),
-  trustAutoApprove: Flag.Boolean("trust-auto-approve").pipe(Flag.withDescription("approve every trust request (not supported yet)"), Flag.optional),
+  trustAutoApprove: Flag.Boolean("trust-auto-approve").pipe(Flag.withDescription("approve every trust request"), Flag.optional),
   logLevel: Flag.Literals("log-level", LOG_LEVELS).pipe(Flag.withDescription("trace|debug|info|warn|error (default info)"), Flag.optional),
   logFormat: Flag.Literals("log-format", LOG_FORMATS).pipe(Flag.withDescription("text|json (default text)"), Flag.optional),
-  config: Flag.String("config").pipe(Flag.withDescription("JSON file of settings; keys are flag names"), Flag.optional)
+  config: Flag.String("config").pipe(Flag.withDescription("JSON file of settings; keys are flag names (default ~/.pilot/config.json if it exists)"), Flag.optional)
 }
 
 type FlagValues = { readonly [K in keyof typeof flags]: (typeof flags)[K] extends Flag.Flag<infer A> ? A : never }
@@ -40,10 +40,18 @@ interface Settings {
   readonly unsupported: ReadonlyArray<string>
 }
 
+/** `~/.pilot/config.json` when it exists (the reference's default config file), else none. */
+const defaultConfigFile = Effect.gen(function*() {
+  const path = nodePath.join(os.homedir(), ".pilot", "config.json")
+  const fs = yield* FileSystem.FileSystem
+  return (yield* fs.exists(path).pipe(Effect.orElseSucceed(() => false))) ? Option.some(path) : Option.none<string>()
+})
+
 const resolveSettings = (given: FlagValues) =>
   Effect.gen(function*() {
-    const config: ConfigValues = yield* loadConfigFile(given.config)
-    const source = Option.getOrElse(given.config, () => COMMAND_LINE)
+    const configPath = Option.isSome(given.config) ? given.config : yield* defaultConfigFile
+    const config: ConfigValues = yield* loadConfigFile(configPath)
+    const source = Option.getOrElse(configPath, () => COMMAND_LINE)
     const str = (name: string, flag: Option.Option<string>) => setting(name, "string", flag, config, source)
     const bool = (name: string, flag: Option.Option<boolean>) => setting(name, "boolean", flag, config, source)
     const orEnv = (value: Option.Option<string>, variable: string) =>
@@ -60,13 +68,11 @@ const resolveSettings = (given: FlagValues) =>
       registry: { host: registry.host ?? "127.0.0.1", port: registry.port },
       endpoint: yield* str("endpoint", given.endpoint),
       hostname: yield* str("hostname", given.hostname),
-      http: yield* optionalAddress("http", yield* str("http", given.http), source)
+      http: yield* optionalAddress("http", yield* str("http", given.http), source),
+      public: Option.getOrElse(yield* bool("public", given.public), () => false),
+      trustAutoApprove: Option.getOrElse(yield* bool("trust-auto-approve", given.trustAutoApprove), () => false)
     }
-    const unsupported = [
-      ...(Option.isSome(yield* str("beacon", given.beacon)) ? ["--beacon"] : []),
-      ...(Option.isSome(yield* bool("public", given.public)) ? ["--public"] : []),
-      ...(Option.isSome(yield* bool("trust-auto-approve", given.trustAutoApprove)) ? ["--trust-auto-approve"] : [])
-    ]
+    const unsupported = Option.isSome(yield* str("beacon", given.beacon)) ? ["--beacon"] : []
     const settings: Settings = {
       daemon,
       unsupported,

@@ -17,6 +17,7 @@ import type { RegistryClient } from "../registry/client.ts"
 import type { Transport } from "../transport/transport.ts"
 import { type HandshakeService, makeHandshakeService } from "../trust/handshake-service.ts"
 import type { TrustState } from "../trust/trust-state.ts"
+import type { TrustPolicy } from "../trust/trust-state.ts"
 import { makeTrustStore, type TrustStore } from "../trust/trust-store.ts"
 import { CommandFailure } from "./ipc-streams.ts"
 
@@ -28,6 +29,7 @@ export interface RunningTrust {
 }
 
 export interface StartTrustOptions<E> {
+  readonly policy: TrustPolicy
   readonly directory: string
   readonly identity: Identity
   readonly nodeId: number
@@ -39,7 +41,7 @@ export interface StartTrustOptions<E> {
 
 /** Opens the trust store and starts the handshake service in the caller's scope. */
 export const startTrust = Effect.fnUntraced(function*<E>(options: StartTrustOptions<E>) {
-  const store = yield* makeTrustStore({ directory: options.directory, policy: { trustedAgents: new Set(), autoApprove: false } })
+  const store = yield* makeTrustStore({ directory: options.directory, policy: options.policy })
   if (store.loaded._tag === "Unparseable") {
     yield* Effect.logWarning("trust.json is unparseable; starting with no trust (the file is kept until trust changes)").pipe(
       Effect.annotateLogs({ path: store.path, reason: store.loaded.reason })

@@ -32,7 +32,7 @@ const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
 )
 
-const startDaemon = (dir: string, registryPort: number, name: string) =>
+const startDaemon = (dir: string, registryPort: number, name: string, extra: ReadonlyArray<string> = []) =>
   Effect.gen(function*() {
     const socket = path.join(dir, `${name}.sock`)
     const proc = yield* startBinary(ENTRY, [
@@ -40,7 +40,8 @@ const startDaemon = (dir: string, registryPort: number, name: string) =>
       "--listen", "127.0.0.1:0",
       "--socket", socket,
       "--identity", path.join(dir, `${name}.json`),
-      "--hostname", name
+      "--hostname", name,
+      ...extra
     ])
     yield* proc.waitForLine(ACCEPTING)
     const ipc = yield* connectClient(socket)
@@ -90,4 +91,30 @@ describe("pilot-daemon binary", () => {
       const gone = yield* Effect.flip(client.call({ type: "lookup", node_id: nodeId }))
       assert.strictEqual(gone._tag === "RegistryRejected" ? gone.code : gone._tag, "node_not_found", "the entry was retracted")
     }), 60_000)
+
+  it.live("--public makes the node public once registered, and --trust-auto-approve approves a request at once", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const { port, client } = yield* startRegistry()
+      const open = yield* startDaemon(dir, port, "open", ["--public", "--trust-auto-approve"])
+      const asker = yield* startDaemon(dir, port, "asker", ["--public"])
+      const openId = Number((yield* open.proc.waitForLine(REGISTERED, "30 seconds"))[1])
+      const askerId = Number((yield* asker.proc.waitForLine(REGISTERED, "30 seconds"))[1])
+      yield* open.proc.waitForLine(/message="node is public"/)
+      yield* asker.proc.waitForLine(/message="data plane running"/)
+      yield* open.proc.waitForLine(/message="data plane running"/)
+      const lookup = yield* (yield* client()).call({ type: "lookup", node_id: openId })
+      assert.isTrue(lookup["public"] as boolean)
+      assert.property(lookup, "real_addr")
+
+      const sent = yield* asker.ipc.roundTrip({ cmd: "Handshake", sub: "Send", node: openId, justification: "hello" })
+      assert.strictEqual(sent.cmd, "HandshakeOK")
+      const waited = yield* asker.ipc.roundTrip({ cmd: "Handshake", sub: "Wait", node: openId, timeoutMs: 20_000 })
+      assert.deepInclude((waited as { readonly json: Record<string, unknown> }).json, { node_id: openId, trusted: true })
+      const openHealth = json(yield* open.ipc.roundTrip({ cmd: "Health" }), "HealthOK")
+      assert.strictEqual(openHealth["handshake_pending_count"], 0) // approved, not left pending
+      assert.notStrictEqual(askerId, openId)
+      assert.strictEqual(yield* open.proc.stop(), 0)
+      assert.strictEqual(yield* asker.proc.stop(), 0)
+    }), 90_000)
 })
