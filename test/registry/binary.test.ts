@@ -3,7 +3,7 @@
  * restarts, HTTP health and metrics, two processes sharing one Redis, and a storm of hostile input.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Result } from "effect"
+import { Effect, Result, Schedule } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -17,12 +17,14 @@ import { startBinary } from "../support/child-process.ts"
 import { useRedisServer } from "../support/redis-server.ts"
 
 const ENTRY = "src/registry/main.ts"
+/** The registry's V8 heap cap in the hostile-input test. */
+const HEAP_CAP_MB = 48
 const SERVING = /message="pilot-registry serving" addr=127\.0\.0\.1:(\d+)/
 const HTTP = /message="health and metrics served" http=127\.0\.0\.1:(\d+)/
 
-const startRegistryBinary = (args: ReadonlyArray<string>) =>
+const startRegistryBinary = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   Effect.gen(function*() {
-    const proc = yield* startBinary(ENTRY, ["--addr", "127.0.0.1:0", ...args])
+    const proc = yield* startBinary(ENTRY, ["--addr", "127.0.0.1:0", ...args], env)
     const port = Number((yield* proc.waitForLine(SERVING))[1])
     const client = yield* makeRegistryClient({ host: "127.0.0.1", port, callTimeout: "5 seconds" })
     return { proc, port, client }
@@ -131,7 +133,11 @@ describe("pilot-registry binary", () => {
 
   it.live("thousands of random and mutated frames disturb nobody, and memory stays bounded", () =>
     Effect.gen(function*() {
-      const { proc, port, client } = yield* startRegistryBinary([])
+      // Bounded memory, shown three ways: the JS heap is capped (JS state that grew with the input would kill the
+      // process), every connection's state is released (the active-connections gauge returns to 0), and RSS
+      // stays sane. RSS growth alone proved a noisy proxy: a busy machine lets the heap grow lazily.
+      const { proc, port, client } = yield* startRegistryBinary(["--http", "127.0.0.1:0"], { NODE_OPTIONS: `--max-old-space-size=${HEAP_CAP_MB}` })
+      const httpPort = Number((yield* proc.waitForLine(HTTP))[1])
       const valid = [
         JSON.stringify({ type: "register", listen_addr: ":4000", public_key: Identity.generate().publicKeyBase64 }),
         JSON.stringify({ type: "lookup", node_id: 1 }),
@@ -166,21 +172,23 @@ describe("pilot-registry binary", () => {
           socket.setTimeout(200, () => socket.destroy())
           return Effect.sync(() => socket.destroy())
         })
-      // Memory is bounded if it does not follow the volume of input: after a first storm has let the heap
-      // settle, a second storm of the same size must not grow the process materially.
-      yield* storm(20261124)
-      const rssAfterFirst = rssBytes(proc.pid)
-      yield* storm(20261125)
-      const rssAfterSecond = rssBytes(proc.pid)
+      for (const seed of [20261124, 20261125, 20261126]) yield* storm(seed)
+      const rss = rssBytes(proc.pid)
+      // No per-connection state outlives its connection: once the hostile clients are gone, the registry holds
+      // none of them (waits, bounded, for the server side to see the last closes).
+      yield* httpGet(httpPort, "/metrics").pipe(
+        Effect.repeat({ until: (m) => /pilot_registry_connections_active 0\b/.test(m.text), schedule: Schedule.spaced("100 millis") }),
+        Effect.timeout("40 seconds")
+      )
 
       const alice = Identity.generate()
       const reply = yield* register(client, alice)
       assert.strictEqual(reply["type"], "register_ok")
       const lookup = yield* client.call({ type: "lookup", node_id: reply["node_id"] as number })
       assert.strictEqual(lookup["public_key"], alice.publicKeyBase64)
-      const growth = `RSS ${rssAfterFirst} after the first storm, ${rssAfterSecond} after the second`
-      assert.isBelow(rssAfterSecond - rssAfterFirst, 32 * 1024 * 1024, growth)
-      assert.isBelow(rssAfterSecond, 512 * 1024 * 1024, growth)
+      // Alive within its capped JS heap after 9000 hostile connections (the register above answered, and the
+      // process exits 0 below), and its resident memory sane.
+      assert.isBelow(rss, 512 * 1024 * 1024, `RSS ${rss} after the storms`)
       assert.strictEqual(yield* proc.stop(), 0)
     }), 120_000)
 })
