@@ -7,14 +7,7 @@ import { Effect } from "effect"
 import * as NetAddress from "effect/net/NetAddress"
 import { supervise } from "../../src/lifecycle/supervisor.ts"
 import { makeUdpEndpoint, type UdpEndpoint } from "../../src/net/udp-endpoint.ts"
-
-/** mulberry32: a small, fast, seeded PRNG (deterministic across runs). */
-export const seededRandom = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
+import { mulberry32 } from "../transport/simulated-network.ts"
 
 export interface LossyLink {
   /** Where `a` should send to reach `b`. */
@@ -27,7 +20,7 @@ export interface LossyLink {
 
 export const startLossyLink = (a: NetAddress.InetAddress, b: NetAddress.InetAddress, loss: number, seed: number) =>
   Effect.gen(function*() {
-    const random = seededRandom(seed)
+    const random = mulberry32(seed)
     let dropped = 0
     let forwarded = 0
     const sockets: { facingA?: UdpEndpoint; facingB?: UdpEndpoint } = {}
