@@ -140,7 +140,8 @@ export const runDaemon = (settings: DaemonSettings) =>
         nodeId,
         bind: socket,
         registryKey: directory.registryKey,
-        endpointOf: directory.endpointOf
+        endpointOf: directory.endpointOf,
+        services: { dataDirectory: nodePath.dirname(settings.identityPath) }
       }).pipe(Scope.provide(planeScope))
       plane = built
       if (settings.public) {

@@ -17,7 +17,7 @@ import { MAX_UNFRAGMENTED_FRAME_BYTES, MIN_ENCRYPTED_FRAME_BYTES } from "../prot
 import type * as NetAddress from "effect/net/NetAddress"
 import type { Identity } from "../crypto/identity.ts"
 import type { HostPort } from "../platform/host-port.ts"
-import { serveEcho } from "../services/echo.ts"
+import { type BuiltInServicesOptions, serveBuiltInServices } from "../services/built-in.ts"
 import type { StreamOptions } from "../transport/stream.ts"
 import { makeTransport, type Transport } from "../transport/transport.ts"
 import { makeTunnel, type Tunnel, type TunnelLimits, type TunnelSocket } from "../tunnel/tunnel.ts"
@@ -43,6 +43,8 @@ export interface DataPlaneOptions<E1, E2> {
   /** Stream options; `mss` defaults to `UNFRAGMENTED_MSS`. */
   readonly stream?: StreamOptions
   readonly tunnelLimits?: Partial<TunnelLimits>
+  /** Options of the built-in services (echo, …). */
+  readonly services?: BuiltInServicesOptions
 }
 
 export interface DataPlane {
@@ -71,7 +73,7 @@ export const makeDataPlane = Effect.fnUntraced(function*<E1, E2>(options: DataPl
     ...(options.tunnelLimits === undefined ? {} : { limits: options.tunnelLimits })
   })
   below.tunnel = tunnel
-  yield* serveEcho(transport)
+  yield* serveBuiltInServices(transport, options.services ?? {})
   const loops = yield* Effect.forkScoped(supervise({ ...tunnel.loops, "transport-timers": transport.timers }))
   // Added after the loops' fiber, so it runs before that fiber is interrupted (finalizers run in reverse).
   yield* addBoundedFinalizer("reset open connections", "1 second", transport.abortAll.pipe(Effect.andThen(tunnel.drain("500 millis"))))
