@@ -91,6 +91,7 @@ export const runDaemon = (settings: DaemonSettings) =>
         endpoint,
         hostname,
         version: VERSION,
+        dataDirectory: nodePath.dirname(settings.identityPath),
         trustPending: trustState === undefined ? 0 : pendingCount(trustState),
         plane: current === undefined ? undefined : {
           tunnel: current.tunnel.stats(),

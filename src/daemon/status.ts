@@ -21,6 +21,8 @@ export interface DaemonSnapshot {
   readonly endpoint: string
   readonly hostname: string | undefined
   readonly version: string
+  /** Where identity, trust, inbox/ and received/ live (the directory of the identity file). */
+  readonly dataDirectory: string
   /** Trust handshake requests waiting for a local decision (0 until the trust service runs). */
   readonly trustPending: number
   /** Present once the data plane runs. */
@@ -77,6 +79,7 @@ export const infoJson = (s: DaemonSnapshot) => {
     handshake_pending_count: tunnel?.handshake_pending_count ?? 0,
     encrypt: true,
     version: s.version,
+    data_dir: s.dataDirectory,
     peer_list: tunnel?.peer_list ?? [],
     conn_list: (s.plane?.connections ?? []).map((c) => ({ ...c, remote_addr: formatAddr(c.remote_addr) })),
     ...states(s)
