@@ -52,8 +52,8 @@
  * - `SessionId`s make every decrypt-path input a compare-and-act (the reference's `CompareAndDrop`): an input
  *   about a session that has since been replaced is ignored.
  * - Relay: a relay-delivered KX admits the peer to the relay only when no direct endpoint is known; the
- *   retransmit fallback flips it; only `DirectPathRestored` (the path layer's verdict) flips it back. Pinning
- *   and the relay→direct upgrade policy belong to that path layer.
+ *   retransmit fallback and `DirectPathSilent` flip it; only `DirectPathRestored` flips it back. Both are the
+ *   path layer's verdicts (`path-monitor.ts`); pinning and the relay→direct upgrade policy belong there.
  */
 import { bytesEqual } from "../crypto/bytes.ts"
 import type { Packet } from "../protocol/packet.ts"
@@ -217,6 +217,8 @@ export type KeyExchangeInput =
   | { readonly _tag: "OutboundPacket"; readonly packet: Uint8Array }
   /** The path layer found the direct path working again: leave the relay. */
   | { readonly _tag: "DirectPathRestored" }
+  /** The path layer found the direct path silent (sends unanswered, or the peer is relay-only): use the relay. */
+  | { readonly _tag: "DirectPathSilent" }
   /** Time passed: retransmit or give up a due key exchange, end an expired cooldown. */
   | { readonly _tag: "Tick" }
   /** Forget the peer entirely (§14.11: state must not leak to a recycled node ID). */
@@ -346,6 +348,8 @@ export const decideKeyExchange = (peer: PeerState, input: KeyExchangeInput, ctx:
       return onOutbound(peer, input.packet, ctx)
     case "DirectPathRestored":
       return peer.relay ? { state: { ...peer, relay: false }, actions: [{ _tag: "SetRelay", relay: false }] } : unchanged(peer)
+    case "DirectPathSilent":
+      return peer.relay ? unchanged(peer) : { state: { ...peer, relay: true }, actions: [{ _tag: "SetRelay", relay: true }] }
     case "Tick":
       return onTick(peer, ctx)
     case "RemovePeer":

@@ -11,6 +11,7 @@
  * allocation); `snapshotStats` copies them.
  */
 import type { UdpStats } from "../net/udp-endpoint.ts"
+import { type BeaconCounters, makeBeaconCounters } from "./beacon-link.ts"
 import type { ReassemblyDrops } from "../protocol/fragment.ts"
 import type { PacketDropReason } from "./key-exchange.ts"
 import type { PeerTable } from "./peer-table.ts"
@@ -53,6 +54,9 @@ export interface TunnelCounters {
   endpoint_lookup_failures: number
   fragments_sent: number
   frames_reassembled: number
+  /** Path probes sent directly to relayed peers, and peers' probes we answered. */
+  path_probes_sent: number
+  path_probes_answered: number
   drops: {
     /** Datagrams whose magic is none of ours (or too short to have one). */
     unknown_magic: number
@@ -60,7 +64,7 @@ export interface TunnelCounters {
     malformed: number
     /** PILT: plaintext frames, refused because encryption is always on. */
     plaintext: number
-    /** Beacon messages arriving on the tunnel socket before a beacon session exists to take them. */
+    /** Beacon messages refused: no beacon configured, not from our beacon, malformed, or not meant for a node. */
     beacon: number
     /** PILP NAT punches (nothing to do: the datagram itself opened the NAT). */
     punch: number
@@ -103,6 +107,8 @@ export const makeTunnelCounters = (): TunnelCounters => ({
   endpoint_lookup_failures: 0,
   fragments_sent: 0,
   frames_reassembled: 0,
+  path_probes_sent: 0,
+  path_probes_answered: 0,
   drops: {
     unknown_magic: 0,
     malformed: 0,
@@ -151,6 +157,13 @@ export type TunnelStats = DeepReadonly<Omit<TunnelCounters, "drops">> & {
   readonly handshake_pending_count: number
   /** Key exchanges refused because a table was full (the core's `RejectTableFull`). */
   readonly table_full: { readonly sessions: number; readonly peers: number }
+  /** Peers whose traffic goes through the beacon relay. */
+  readonly relay_peer_count: number
+  /** The beacon (`host:port`), empty without one. */
+  readonly beacon_addr: string
+  /** Our endpoint as the beacon last saw it, empty until it answered. */
+  readonly public_endpoint: string
+  readonly beacon: Readonly<BeaconCounters>
   readonly udp: UdpStats
   readonly peer_list: ReadonlyArray<TunnelPeerInfo>
 }
@@ -163,6 +176,7 @@ export interface StatsSources {
   readonly udp: UdpStats
   /** The address the shell sends to for a node, when it knows one the core has not learned. */
   readonly sendAddressOf: (nodeId: number) => string | undefined
+  readonly beacon: { readonly addr: string; readonly counters: BeaconCounters; readonly publicEndpoint: string | undefined } | undefined
 }
 
 export const snapshotStats = (sources: StatsSources): TunnelStats => {
@@ -170,10 +184,12 @@ export const snapshotStats = (sources: StatsSources): TunnelStats => {
   const peerList: Array<TunnelPeerInfo> = []
   let authenticated = 0
   let pending = 0
+  let relayedPeers = 0
   for (const [nodeId, peer] of table.entries()) {
     const session = peer.session
     if (session?.authenticated === true) authenticated++
     if (peer.rekey !== undefined) pending++
+    if (peer.relay) relayedPeers++
     peerList.push({
       node_id: nodeId,
       endpoint: peer.endpoint ?? sources.sendAddressOf(nodeId),
@@ -197,6 +213,10 @@ export const snapshotStats = (sources: StatsSources): TunnelStats => {
     authenticated_peers: authenticated,
     handshake_pending_count: pending,
     table_full: { ...table.counters.tableFull },
+    relay_peer_count: relayedPeers,
+    beacon_addr: sources.beacon?.addr ?? "",
+    public_endpoint: sources.beacon?.publicEndpoint ?? "",
+    beacon: { ...(sources.beacon?.counters ?? makeBeaconCounters()) },
     udp: sources.udp,
     peer_list: peerList
   }

@@ -49,7 +49,7 @@ import { TokenBuckets } from "../limits/token-bucket.ts"
 import { makeUdpEndpoint, type UdpDatagram, type UdpEndpoint } from "../net/udp-endpoint.ts"
 import type { HostPort } from "../platform/host-port.ts"
 import { fragmentFrame, Reassembler } from "../protocol/fragment.ts"
-import { decodePacket, encodedPacketLength, encodePacket, type Packet, Protocol, WellKnownPort } from "../protocol/packet.ts"
+import { decodePacket, encodedPacketLength, encodePacket, type Packet, PacketFlag, Protocol, WellKnownPort } from "../protocol/packet.ts"
 import {
   type AuthKeyExchangeFrame,
   classifyDatagram,
@@ -60,11 +60,23 @@ import {
   type KeyExchangeFrame,
   MAX_UNFRAGMENTED_FRAME_BYTES
 } from "../protocol/tunnel-frame.ts"
+import { type BeaconLink, makeBeaconLink } from "./beacon-link.ts"
 import type { Action, DecryptEpoch, DecryptFault, KeyExchangeInput, SessionId, TunnelEvent, Via } from "./key-exchange.ts"
 import { makeKxAuthenticator } from "./kx-authenticator.ts"
 import { makeOwnKeyExchange } from "./kx-frames.ts"
 import { RegistryKeyCache } from "./peer-keys.ts"
 import { DEFAULT_PEER_TABLE_LIMITS, PeerTable, type PeerTableLimits } from "./peer-table.ts"
+import {
+  directDecrypted,
+  directSent,
+  FRESH_PATH,
+  pathVerdict,
+  type PathState,
+  PROBES_PER_ROUND,
+  probed,
+  relayChanged,
+  SILENT_SENDS
+} from "./path-monitor.ts"
 import { makeSyncLog } from "./sync-log.ts"
 import {
   makeTunnelCounters,
@@ -96,6 +108,10 @@ export interface TunnelLimits {
   readonly peerTable: PeerTableLimits
   /** UDP send queue in datagrams (udp-endpoint.ts). */
   readonly udpSendQueue: number
+  /** How often we tell the beacon our endpoint (keeps the NAT mapping and the beacon's entry fresh). */
+  readonly discoverIntervalMs: number
+  /** Between a punch request and the direct frames that follow it: the beacon's commands travel first. */
+  readonly punchLead: Duration.Input
 }
 
 export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
@@ -108,7 +124,9 @@ export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
   keepaliveIntervalMs: 25_000,
   idleAfterMs: 120_000,
   peerTable: DEFAULT_PEER_TABLE_LIMITS,
-  udpSendQueue: 8192
+  udpSendQueue: 8192,
+  discoverIntervalMs: 25_000,
+  punchLead: "300 millis"
 }
 
 /** A core event with the peer it is about (the event bus comes later; `onEvent` is the in-process hook). */
@@ -161,6 +179,17 @@ export interface TunnelOptions<E1, E2> {
   readonly onPacket: (packet: Packet, fromNode: number) => void
   /** In-process hook for `tunnel.established`, `tunnel.rekey_gave_up`, `security.src_spoofed`. Must not throw. */
   readonly onEvent?: (event: TunnelEventOf) => void
+  /**
+   * The beacon (reference §7): our endpoint is announced to it, punches are coordinated through it, and
+   * relayed peers' frames go through it. Without one every frame goes direct.
+   */
+  readonly beacon?: NetAddress.InetAddress
+  /** Whether the registry says a node accepts relayed traffic only (`relay_only`); asked after `endpointOf`. */
+  readonly isRelayOnly?: (nodeId: number) => boolean
+  /** The beacon's view of our endpoint (`host:port`), on every DiscoverReply. Must not throw. */
+  readonly onPublicEndpoint?: (endpoint: string) => void
+  /** A beacon Notify (kind 0x01: a relayed trust handshake waits at the registry). Must not throw. */
+  readonly onBeaconNotify?: (kind: number) => void
   readonly limits?: Partial<TunnelLimits>
 }
 
@@ -177,6 +206,11 @@ export interface Tunnel {
   /** Sends one packet to `nodeId` through its tunnel. Never blocks, never fails: drops are outcomes. */
   readonly send: (nodeId: number, packet: Packet) => SendOutcome
   readonly stats: () => TunnelStats
+  /**
+   * `pilotctl prefer-direct`: unpin the peer, leave the relay, forget its cached address and dial it afresh
+   * (resolve, punch, our key exchange). The session is kept, so traffic keeps flowing meanwhile.
+   */
+  readonly preferDirect: (nodeId: number) => PreferDirectResult
   /** Waits (at most `timeout`) until every queued datagram went out: a shutdown's last words. */
   readonly drain: (timeout: Duration.Input) => Effect.Effect<void>
   /** The essential loops, for the owner's supervisor; nothing is received or sent until they run. */
@@ -186,6 +220,15 @@ export interface Tunnel {
     readonly "tunnel-tick": Effect.Effect<never>
     readonly "tunnel-kx": Effect.Effect<never>
   }
+}
+
+/** The IPC `PreferDirect` reply (reference §9). */
+export interface PreferDirectResult {
+  readonly node_id: number
+  readonly had_tunnel: boolean
+  readonly was_relay_active: boolean
+  readonly was_relay_pinned: boolean
+  readonly pila_pushed: boolean
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -211,6 +254,9 @@ interface PeerLink {
   trafficSinceTick: boolean
   lastSendMs: number
   lastTrafficMs: number
+  /** Mirror of the core's relay flag (its `SetRelay` actions), read on every send. */
+  relay: boolean
+  path: PathState
 }
 
 interface KxJob {
@@ -238,6 +284,21 @@ const keepalivePacket = (from: number, to: number): Packet => ({
   window: 0,
   payload: new Uint8Array(0)
 })
+
+/** The payload of a path probe (reference §3.4): a Control ping the peer's tunnel answers at once. */
+const PATH_PROBE = new TextEncoder().encode("pathprobe.v1")
+
+const controlPacket = (from: number, to: number, flags: number, payload: Uint8Array): Packet => ({
+  ...keepalivePacket(from, to),
+  flags,
+  payload
+})
+
+const isPathProbe = (packet: Packet): boolean =>
+  packet.protocol === Protocol.Control &&
+  packet.dstPort === WellKnownPort.Ping &&
+  packet.payload.byteLength === PATH_PROBE.byteLength &&
+  packet.payload.every((b, i) => b === PATH_PROBE[i])
 
 const FRAGMENT_ID_SPACE = 0x1_0000_0000
 
@@ -272,6 +333,9 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
 
   const socket = "attach" in options.bind ? options.bind : yield* bindTunnelSocket(options.bind, limits.udpSendQueue)
   const udp = socket.attach((datagram) => onDatagram(datagram))
+  const beacon: BeaconLink | undefined = options.beacon === undefined ? undefined : makeBeaconLink(udp, options.beacon)
+  let publicEndpoint: string | undefined
+  let lastDiscoverMs = Number.NEGATIVE_INFINITY
   // After the socket, so its fibers (dials, log lines) are interrupted before the socket closes.
   const background = yield* FiberSet.make<void, never>()
   const runBackground = yield* FiberSet.runtime(background)<never>()
@@ -300,7 +364,9 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
         sentSinceTick: false,
         trafficSinceTick: true,
         lastSendMs: now,
-        lastTrafficMs: now
+        lastTrafficMs: now,
+        relay: false,
+        path: FRESH_PATH
       }
       links.set(nodeId, link)
     }
@@ -315,17 +381,35 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
 
   // --- sending ---------------------------------------------------------------------------------------
 
-  /** Hands one frame to the socket, as PILF fragments if it is too long; false if any part was refused. */
-  const transmit = (frame: Uint8Array, to: NetAddress.InetAddress): boolean => {
-    if (frame.byteLength <= MAX_UNFRAGMENTED_FRAME_BYTES) return udp.send(frame, to)
+  /**
+   * Hands one frame to `sendDatagram`, as PILF fragments if it is too long (a relayed fragment still fits
+   * 1232 bytes with the 9-byte relay header); false if any part was refused.
+   */
+  const inDatagrams = (frame: Uint8Array, sendDatagram: (bytes: Uint8Array) => boolean): boolean => {
+    if (frame.byteLength <= MAX_UNFRAGMENTED_FRAME_BYTES) return sendDatagram(frame)
     const fragments = fragmentFrame(frame, ownNode, nextFragmentId)
     nextFragmentId = (nextFragmentId + 1) % FRAGMENT_ID_SPACE
     // Our longest frame is a PILS around a 65 535-byte payload (65 605 bytes), well within PILF's 77 376.
     if (Result.isFailure(fragments)) throw new RangeError(`tunnel frame of ${frame.byteLength} bytes cannot be fragmented`)
     let accepted = true
-    for (const fragment of fragments.success) accepted = udp.send(fragment, to) && accepted
+    for (const fragment of fragments.success) accepted = sendDatagram(fragment) && accepted
     counters.fragments_sent += fragments.success.length
     return accepted
+  }
+
+  const transmit = (frame: Uint8Array, to: NetAddress.InetAddress): boolean => inDatagrams(frame, (bytes) => udp.send(bytes, to))
+
+  /** Whether the peer's frames go through the beacon. */
+  const relayed = (link: PeerLink): boolean => link.relay && beacon !== undefined
+
+  /** Sends a frame on the peer's current path; false when there is none or the queue refused it. */
+  const sendFrame = (nodeId: number, link: PeerLink, frame: Uint8Array): boolean => {
+    if (beacon !== undefined && link.relay) return inDatagrams(frame, (bytes) => beacon.relay(ownNode, nodeId, bytes))
+    const to = link.address
+    if (to === undefined) return false
+    // Only the first few unanswered sends matter to the silent-path rule: no clock read per packet after.
+    if (beacon !== undefined && link.path.unansweredSends < SILENT_SENDS) link.path = directSent(link.path, nowMs())
+    return transmit(frame, to)
   }
 
   const dropped = (reason: ShellSendDropReason): SendOutcome => {
@@ -333,9 +417,13 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     return reason
   }
 
-  const seal = (link: PeerLink, session: ShellSession, packet: Uint8Array, to: NetAddress.InetAddress): SendOutcome => {
+  const sealFrame = (session: ShellSession, packet: Uint8Array): Uint8Array => {
     const { nonce, sealed } = session.keys.seal(packet, ownNode)
-    if (!transmit(encodeEncryptedFrame({ sender: ownNode, nonce, sealed }), to)) return dropped("send_queue_full")
+    return encodeEncryptedFrame({ sender: ownNode, nonce, sealed })
+  }
+
+  const seal = (nodeId: number, link: PeerLink, session: ShellSession, packet: Uint8Array): SendOutcome => {
+    if (!sendFrame(nodeId, link, sealFrame(session, packet))) return dropped("send_queue_full")
     counters.pkts_sent++
     counters.bytes_sent += packet.byteLength
     link.sentSinceTick = true
@@ -346,28 +434,38 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
   const sendPackets = (nodeId: number, packets: ReadonlyArray<Uint8Array>): SendOutcome => {
     const link = linkOf(nodeId)
     const session = link.session
-    const to = addressOf(nodeId, link)
+    const reachable = relayed(link) || addressOf(nodeId, link) !== undefined
     let outcome: SendOutcome = "sent"
     for (const packet of packets) {
-      if (session === undefined || to === undefined) outcome = dropped("no_endpoint")
+      if (session === undefined || !reachable) outcome = dropped("no_endpoint")
       else {
         link.trafficSinceTick = true
-        outcome = seal(link, session, packet, to)
+        outcome = seal(nodeId, link, session, packet)
       }
     }
     return outcome
   }
 
-  const sendOwnKeyExchange = (to: NetAddress.InetAddress, keyRequest: boolean): void => {
-    transmit(own.pila, to)
+  const sendOwnKeyExchange = (send: (frame: Uint8Array) => boolean, keyRequest: boolean): void => {
+    send(own.pila)
     counters.kx_sent++
     if (keyRequest) {
-      transmit(own.pilk, to)
+      send(own.pilk)
       counters.kx_sent++
     }
   }
 
-  /** Resolves a peer's address through `endpointOf` (bounded), then sends our key exchange there. */
+  const directKeyExchange = (to: NetAddress.InetAddress, keyRequest: boolean): void =>
+    sendOwnKeyExchange((frame) => transmit(frame, to), keyRequest)
+
+  const relayKeyExchange = (relay: BeaconLink, nodeId: number, keyRequest: boolean): void =>
+    sendOwnKeyExchange((frame) => relay.relay(ownNode, nodeId, frame), keyRequest)
+
+  /**
+   * Resolves a peer's address through `endpointOf` (bounded), asks the beacon to punch both NATs, then —
+   * after `punchLead`, so the punches have opened the peer's NAT — sends our key exchange there. A peer the
+   * registry calls relay-only is pinned to the relay instead.
+   */
   const dial = (nodeId: number, keyRequest: boolean): Effect.Effect<void> => {
     counters.endpoint_lookups++
     return options.endpointOf(nodeId).pipe(
@@ -375,28 +473,37 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
       Effect.catch((error) =>
         Effect.logDebug("endpoint lookup failed", error).pipe(Effect.as(undefined), Effect.annotateLogs("peer_node", nodeId))
       ),
-      Effect.map((resolved) => {
+      Effect.flatMap((resolved) => {
         const link = links.get(nodeId)
-        if (link === undefined) return // forgotten meanwhile: nothing is waiting for this address any more
+        if (link === undefined) return Effect.void // forgotten meanwhile: nothing is waiting for this address any more
         link.resolving = false
         link.pathReset = false
+        if (beacon !== undefined && options.isRelayOnly?.(nodeId) === true) {
+          link.path = { ...link.path, pinned: true }
+          step(nodeId, { _tag: "DirectPathSilent" })
+          relayKeyExchange(beacon, nodeId, keyRequest)
+          return Effect.void
+        }
         const to = resolved ?? addressOf(nodeId, link)
         if (to === undefined) {
           counters.endpoint_lookup_failures++
-          return
+          return Effect.void
         }
         link.address = to
-        sendOwnKeyExchange(to, keyRequest)
+        if (beacon === undefined) return Effect.sync(() => directKeyExchange(to, keyRequest))
+        beacon.punchRequest(ownNode, nodeId)
+        return Effect.sleep(limits.punchLead).pipe(Effect.andThen(Effect.sync(() => directKeyExchange(to, keyRequest))))
       })
     )
   }
 
-  const sendKeyExchange = (nodeId: number, keyRequest: boolean, replyTo: string | undefined): void => {
+  const sendKeyExchange = (nodeId: number, keyRequest: boolean, path: "direct" | "relay", replyTo: string | undefined): void => {
     const answerTo = parseEndpoint(replyTo)
-    if (answerTo !== undefined) return sendOwnKeyExchange(answerTo, keyRequest)
+    if (answerTo !== undefined) return directKeyExchange(answerTo, keyRequest)
     const link = linkOf(nodeId)
+    if (path === "relay" && beacon !== undefined) return relayKeyExchange(beacon, nodeId, keyRequest)
     const to = link.pathReset ? undefined : addressOf(nodeId, link)
-    if (to !== undefined) return sendOwnKeyExchange(to, keyRequest)
+    if (to !== undefined) return directKeyExchange(to, keyRequest)
     if (link.resolving) return
     link.resolving = true
     runBackground(dial(nodeId, keyRequest))
@@ -428,6 +535,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
   const deliver = (nodeId: number, packet: Packet): void => {
     counters.pkts_recv++
     counters.bytes_recv += encodedPacketLength(packet)
+    if (isPathProbe(packet)) return // answered by `onEncrypted`; not traffic of the layer above
     const link = links.get(nodeId)
     if (link !== undefined) link.trafficSinceTick = true
     options.onPacket(packet, nodeId)
@@ -452,7 +560,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
           dropSession(nodeId, action.session)
           break
         case "SendKeyExchange":
-          sendKeyExchange(nodeId, action.keyRequest, action.replyTo)
+          sendKeyExchange(nodeId, action.keyRequest, action.path, action.replyTo)
           break
         case "SendPackets":
           outcome = sendPackets(nodeId, action.packets)
@@ -476,9 +584,14 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
           }
           break
         }
-        case "SetRelay":
-          log("Debug", `relay ${action.relay ? "on" : "off"} (no beacon yet: key exchanges still go direct)`, nodeId)
+        case "SetRelay": {
+          const link = linkOf(nodeId)
+          link.relay = action.relay
+          link.path = relayChanged(link.path)
+          // Logged on real flips only (the core reports no others), so a flapping peer costs a line per flip.
+          if (beacon !== undefined) log("Info", action.relay ? "peer path: relay" : "peer path: direct", nodeId)
           break
+        }
         case "Emit":
           emit(nodeId, action.event)
           break
@@ -500,24 +613,58 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
 
   // --- receiving -------------------------------------------------------------------------------------
 
-  const direct = (from: NetAddress.InetAddress): Via => ({ _tag: "Direct", endpoint: endpointText(from) })
-
-  const rejected = (nodeId: number, session: ShellSession, from: NetAddress.InetAddress, fault: DecryptFault): void => {
-    step(nodeId, { _tag: "DecryptRejected", session: session.id, via: direct(from), fault })
+  /**
+   * How a frame reached us: `via` for the core; `from` the datagram's source (the beacon for relayed ones);
+   * `key` the source that rate limits and reassembly are kept per — the endpoint, or for relayed frames the
+   * beacon's claimed sender (untrusted, but only a bucket's name: identity still comes from the frame).
+   */
+  interface Arrival {
+    readonly via: Via
+    readonly from: NetAddress.InetAddress
+    readonly key: string
   }
 
-  const onEncrypted = (frame: EncryptedFrame, from: NetAddress.InetAddress): void => {
+  const directArrival = (from: NetAddress.InetAddress): Arrival => {
+    const endpoint = endpointText(from)
+    return { via: { _tag: "Direct", endpoint }, from, key: endpoint }
+  }
+
+  const RELAYED: Via = { _tag: "Relay" }
+
+  const rejected = (nodeId: number, session: ShellSession, via: Via, fault: DecryptFault): void => {
+    step(nodeId, { _tag: "DecryptRejected", session: session.id, via, fault })
+  }
+
+  /** Path bookkeeping for an authenticated direct receive: it answers our sends and may end the relay. */
+  const provenDirect = (nodeId: number): void => {
+    const link = links.get(nodeId)
+    if (link === undefined || (!link.relay && link.path.unansweredSends === 0)) return
+    const { path, restore } = directDecrypted(link.path, link.relay)
+    link.path = path
+    if (restore) step(nodeId, { _tag: "DirectPathRestored" })
+  }
+
+  /** Answers a peer's path probe straight to where it came from, whatever path the peer is on. */
+  const answerProbe = (nodeId: number, probe: Packet, to: NetAddress.InetAddress): void => {
+    const session = links.get(nodeId)?.session
+    if (session === undefined || probe.src.node !== nodeId || (probe.flags & PacketFlag.ACK) !== 0) return
+    const pong = encodePacket(controlPacket(ownNode, nodeId, PacketFlag.ACK, probe.payload))
+    if (transmit(sealFrame(session, pong), to)) counters.path_probes_answered++
+  }
+
+  const onEncrypted = (frame: EncryptedFrame, arrival: Arrival): void => {
     const sender = frame.sender
+    const via = arrival.via
     const session = links.get(sender)?.session
     if (session === undefined) {
       drops.no_session++
-      step(sender, { _tag: "NoSession", via: direct(from) })
+      step(sender, { _tag: "NoSession", via })
       return
     }
     const opened = session.keys.open(frame.nonce, frame.sealed, sender)
     if (Result.isFailure(opened)) {
       counters.tunnel_encryption_failure++
-      return rejected(sender, session, from, "auth_failed")
+      return rejected(sender, session, via, "auth_failed")
     }
     counters.tunnel_encryption_success++
     const replay = session.replay
@@ -530,10 +677,10 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
       case "replay":
       case "outside_window":
         drops[verdict]++
-        return rejected(sender, session, from, verdict)
+        return rejected(sender, session, via, verdict)
       case "stale_epoch":
         drops.stale_epoch++
-        if (replay.exhausted) rejected(sender, session, from, "epochs_exhausted")
+        if (replay.exhausted) rejected(sender, session, via, "epochs_exhausted")
         return
     }
     const packet = decodePacket(opened.success.plaintext)
@@ -546,37 +693,68 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
       : nonce.epoch === replay.newestEpoch
       ? "newest"
       : "older"
-    step(sender, { _tag: "Decrypted", session: session.id, via: direct(from), epoch, packet: packet.success }, packet.success)
+    const inner = packet.success
+    if (via._tag === "Direct") provenDirect(sender)
+    step(sender, { _tag: "Decrypted", session: session.id, via, epoch, packet: inner }, inner)
+    if (via._tag === "Direct" && isPathProbe(inner)) answerProbe(sender, inner, arrival.from)
   }
 
-  const onKeyExchange = (frame: KeyExchangeFrame | AuthKeyExchangeFrame, from: NetAddress.InetAddress): void => {
-    // The rate limit comes before any crypto, lookup or queueing: a flood costs one bucket per source IP.
-    if (!kxBuckets.take(NetAddress.formatHost(from), nowMs())) {
+  const onKeyExchange = (frame: KeyExchangeFrame | AuthKeyExchangeFrame, arrival: Arrival): void => {
+    // The rate limit comes before any crypto, lookup or queueing: a flood costs one bucket per source IP
+    // (per claimed sender for relayed frames, which all come from the beacon's IP).
+    const bucket = arrival.via._tag === "Direct" ? NetAddress.formatHost(arrival.from) : arrival.key
+    if (!kxBuckets.take(bucket, nowMs())) {
       drops.kx_rate_limited++
       return
     }
-    if (!Queue.offerUnsafe(kxQueue, { frame, via: direct(from) })) drops.kx_queue_full++
+    if (!Queue.offerUnsafe(kxQueue, { frame, via: arrival.via })) drops.kx_queue_full++
   }
 
-  const onFragment = (fragment: FragmentFrame, from: NetAddress.InetAddress): void => {
-    const outcome = reassembler.accept({ source: endpointText(from), fragment }, nowMs())
+  const onFragment = (fragment: FragmentFrame, arrival: Arrival): void => {
+    const outcome = reassembler.accept({ source: arrival.key, fragment }, nowMs())
     switch (outcome._tag) {
       case "Complete":
         counters.frames_reassembled++
-        return demultiplex(outcome.frame, from, false)
+        return demultiplex(outcome.frame, arrival, false)
       case "Rejected": // counted by the reassembler
       case "Pending":
         return
     }
   }
 
-  const demultiplex = (bytes: Uint8Array, from: NetAddress.InetAddress, fragmentsAllowed: boolean): void => {
+  const onBeaconMessage = (bytes: Uint8Array, from: NetAddress.InetAddress): void => {
+    const input = beacon?.accept(bytes, from)
+    if (input === undefined) {
+      drops.beacon++
+      return
+    }
+    switch (input._tag) {
+      case "RelayDeliver":
+        return demultiplex(input.frame, { via: RELAYED, from, key: `relay:${input.sender}` }, true)
+      case "DiscoverReply":
+        if (input.endpoint !== publicEndpoint) {
+          publicEndpoint = input.endpoint
+          log("Info", `beacon sees us at ${input.endpoint}`, ownNode)
+        }
+        options.onPublicEndpoint?.(input.endpoint)
+        return
+      case "Notify":
+        options.onBeaconNotify?.(input.kind)
+        return
+      case "Handled":
+        return
+    }
+  }
+
+  const demultiplex = (bytes: Uint8Array, arrival: Arrival, fragmentsAllowed: boolean): void => {
     switch (classifyDatagram(bytes)) {
       case "Unknown":
         drops.unknown_magic++
         return
       case "Beacon":
-        drops.beacon++
+        // A beacon message inside a relayed frame is nonsense: never unwrap twice.
+        if (arrival.via._tag === "Relay") drops.malformed++
+        else onBeaconMessage(bytes, arrival.from)
         return
       case "Plain":
         drops.plaintext++
@@ -595,12 +773,12 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     const frame = decoded.success
     switch (frame._tag) {
       case "Encrypted":
-        return onEncrypted(frame, from)
+        return onEncrypted(frame, arrival)
       case "KeyExchange":
       case "AuthKeyExchange":
-        return onKeyExchange(frame, from)
+        return onKeyExchange(frame, arrival)
       case "Fragment":
-        if (fragmentsAllowed) return onFragment(frame, from)
+        if (fragmentsAllowed) return onFragment(frame, arrival)
         drops.malformed++
         return
       case "Plain":
@@ -611,7 +789,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
 
   const onDatagram = (datagram: UdpDatagram): void => {
     counters.last_recv_ms = nowMs()
-    demultiplex(datagram.payload, datagram.from, true)
+    demultiplex(datagram.payload, directArrival(datagram.from), true)
   }
 
   // --- the KX worker and the tick --------------------------------------------------------------------
@@ -630,12 +808,49 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
       link.sentSinceTick = false
       link.trafficSinceTick = false
       const session = link.session
-      const to = link.address
-      if (session === undefined || to === undefined) continue
+      if (session === undefined || (link.address === undefined && !relayed(link))) continue
       if (now - link.lastSendMs < limits.keepaliveIntervalMs || now - link.lastTrafficMs >= limits.idleAfterMs) continue
-      if (seal(link, session, encodePacket(keepalivePacket(ownNode, nodeId)), to) === "sent") counters.keepalives_sent++
+      if (seal(nodeId, link, session, encodePacket(keepalivePacket(ownNode, nodeId))) === "sent") counters.keepalives_sent++
       link.sentSinceTick = false
       link.lastSendMs = now
+    }
+  }
+
+  /**
+   * One probe round for a relayed peer: a punch request (the beacon tells both NATs to open), then, after
+   * `punchLead`, `PROBES_PER_ROUND` path probes sent directly. Their pongs come back directly if the path
+   * works, and `provenDirect` moves the peer off the relay.
+   */
+  const probeRound = (relay: BeaconLink, nodeId: number): Effect.Effect<void> =>
+    Effect.sync(() => relay.punchRequest(ownNode, nodeId)).pipe(
+      Effect.andThen(Effect.sleep(limits.punchLead)),
+      Effect.andThen(Effect.sync(() => {
+        const link = links.get(nodeId)
+        const session = link?.session
+        const to = link?.address
+        if (session === undefined || to === undefined) return
+        const probe = encodePacket(controlPacket(ownNode, nodeId, 0, PATH_PROBE))
+        for (let i = 0; i < PROBES_PER_ROUND; i++) if (transmit(sealFrame(session, probe), to)) counters.path_probes_sent++
+      }))
+    )
+
+  /** The path layer's tick: announce ourselves to the beacon, move silent peers to the relay, probe relayed ones. */
+  const watchPaths = (relay: BeaconLink, now: number): void => {
+    if (now - lastDiscoverMs >= limits.discoverIntervalMs) {
+      lastDiscoverMs = now
+      relay.discover(ownNode)
+    }
+    for (const [nodeId, link] of links) {
+      const verdict = pathVerdict(
+        link.path,
+        { relayed: link.relay, hasDirectAddress: link.session !== undefined && link.address !== undefined },
+        now
+      )
+      if (verdict === "go_relay") step(nodeId, { _tag: "DirectPathSilent" })
+      else if (verdict === "probe") {
+        link.path = probed(link.path, now)
+        runBackground(probeRound(relay, nodeId))
+      }
     }
   }
 
@@ -644,6 +859,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     for (const { actions, nodeId } of table.tick(now)) perform(nodeId, actions)
     // The table forgets peers left with nothing without telling anyone: follow it.
     for (const nodeId of links.keys()) if (table.get(nodeId) === undefined) links.delete(nodeId)
+    if (beacon !== undefined) watchPaths(beacon, now)
     sendKeepalives(now)
     reassembler.sweep(now)
     kxBuckets.prune(now)
@@ -659,9 +875,28 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     const link = links.get(nodeId)
     if (link !== undefined) {
       link.trafficSinceTick = true
-      if (link.session !== undefined && link.address !== undefined) return seal(link, link.session, bytes, link.address)
+      if (link.session !== undefined && (link.address !== undefined || relayed(link))) return seal(nodeId, link, link.session, bytes)
     }
     return step(nodeId, { _tag: "OutboundPacket", packet: bytes }) ?? "queued"
+  }
+
+  const preferDirect = (nodeId: number): PreferDirectResult => {
+    const link = links.get(nodeId)
+    const before: PreferDirectResult = {
+      node_id: nodeId,
+      had_tunnel: link?.session !== undefined,
+      was_relay_active: link?.relay ?? false,
+      was_relay_pinned: link?.path.pinned ?? false,
+      pila_pushed: false
+    }
+    if (nodeId === ownNode) return before
+    const target = linkOf(nodeId)
+    target.path = FRESH_PATH
+    if (target.relay) step(nodeId, { _tag: "DirectPathRestored" })
+    // Keep the address for traffic meanwhile, but resolve afresh before the key exchange goes out.
+    target.pathReset = true
+    sendKeyExchange(nodeId, false, "direct", undefined)
+    return { ...before, pila_pushed: true }
   }
 
   const stats = (): TunnelStats =>
@@ -670,6 +905,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
       table,
       reassemblyDrops: reassembler.drops,
       udp: udp.stats(),
+      beacon: beacon === undefined ? undefined : { addr: beacon.text, counters: beacon.counters, publicEndpoint },
       sendAddressOf: (nodeId) => {
         const address = links.get(nodeId)?.address
         return address === undefined ? undefined : endpointText(address)
@@ -681,6 +917,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     nodeId: ownNode,
     send,
     stats,
+    preferDirect,
     drain: udp.drain,
     loops: {
       "tunnel-udp-reader": udp.reader,

@@ -720,6 +720,22 @@ const rows: ReadonlyArray<Row> = [
     actions: [],
     state: "unchanged"
   },
+  {
+    name: "direct path silent: the peer goes to the relay",
+    peer: peer(),
+    input: { _tag: "DirectPathSilent" },
+    at: 0,
+    actions: [setRelay(true)],
+    state: { relay: true }
+  },
+  {
+    name: "direct path silent on a relayed peer: no flip to report",
+    peer: peer({ relay: true }),
+    input: { _tag: "DirectPathSilent" },
+    at: 0,
+    actions: [],
+    state: "unchanged"
+  },
   // Derivation failure and removal
   {
     name: "the shell could not derive the session: it is dropped",
