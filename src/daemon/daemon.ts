@@ -22,7 +22,8 @@
  * registry client of their own; Handshake sub-commands use the trust service, started with the data plane
  * (trust store `<identity dir>/trust.json`, handshake service on port 444).
  */
-import { Clock, Effect, Exit, Option, Scope } from "effect"
+import { Clock, Effect, Exit, FiberSet, Option, Scope } from "effect"
+import * as NetAddress from "effect/net/NetAddress"
 import * as nodePath from "node:path"
 import { loadOrCreateIdentity } from "../crypto/identity.ts"
 import { makeIpcServer } from "../ipc/server.ts"
@@ -31,10 +32,13 @@ import { formatHostPort, type HostPort } from "../platform/host-port.ts"
 import { serveOpsHttp } from "../platform/ops-http.ts"
 import { VERSION } from "../platform/version.ts"
 import { makeRegistryClient } from "../registry/client.ts"
+import { resolveInetAddress } from "../net/resolve.ts"
+import { NotifyKind } from "../protocol/beacon.ts"
+import { discoverEndpoint } from "../tunnel/endpoint-discovery.ts"
 import { bindTunnelSocket } from "../tunnel/tunnel.ts"
 import { type DataPlane, makeDataPlane } from "./data-plane.ts"
 import { makeIpcCommands } from "./ipc-commands.ts"
-import { makeIpcStreams } from "./ipc-streams.ts"
+import { CommandFailure, makeIpcStreams } from "./ipc-streams.ts"
 import { makeRegistryCommands } from "./registry-commands.ts"
 import { makeTrustCommands, pendingCount, type RunningTrust, startTrust } from "./trust-commands.ts"
 import { makeRegistryDirectory } from "./registry-directory.ts"
@@ -48,8 +52,15 @@ export interface DaemonSettings {
   /** IPC socket file. */
   readonly socketPath: string
   readonly registry: { readonly host: string; readonly port: number }
-  /** The endpoint to register; default `:<bound UDP port>`, the registry filling in the IP it observes. */
+  /**
+   * The endpoint to register, skipping discovery (`--endpoint`: a fixed public address, a Kubernetes
+   * service). Default: what the beacon sees (discovery), else `:<bound UDP port>` for the registry to fill in.
+   */
   readonly endpoint: Option.Option<string>
+  /** The beacon: endpoint discovery, hole punching and the relay. None: every frame goes direct. */
+  readonly beacon: Option.Option<HostPort>
+  /** Register as reachable through the relay only (`--relay-only`). */
+  readonly relayOnly: boolean
   readonly hostname: Option.Option<string>
   /** Address of the /health, /ready and /metrics endpoint. */
   readonly http: Option.Option<HostPort>
@@ -59,6 +70,9 @@ export interface DaemonSettings {
   readonly trustAutoApprove: boolean
 }
 
+/** How long registration waits for the beacon to tell us our public endpoint. */
+const DISCOVERY_TIMEOUT = "2 seconds"
+
 /** Runs the daemon until an essential fiber fails or the caller is interrupted (a signal); never succeeds. */
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.scoped(Effect.gen(function*() {
@@ -67,7 +81,8 @@ export const runDaemon = (settings: DaemonSettings) =>
     const identity = yield* loadOrCreateIdentity(settings.identityPath)
     const socket = yield* bindTunnelSocket(settings.listen)
     const udpPort = socket.address.port
-    const endpoint = Option.getOrElse(settings.endpoint, () => `:${udpPort}`)
+    const beacon = Option.isSome(settings.beacon) ? yield* resolveInetAddress(settings.beacon.value) : undefined
+    let endpoint = Option.getOrElse(settings.endpoint, () => `:${udpPort}`)
     const hostname = Option.getOrUndefined(settings.hostname)
 
     let accepting = false
@@ -110,7 +125,11 @@ export const runDaemon = (settings: DaemonSettings) =>
       info: Effect.map(snapshot, infoJson),
       streams: makeIpcStreams(() => plane?.transport, outer),
       registry: registryCommands,
-      handshake: makeTrustCommands(() => trust)
+      handshake: makeTrustCommands(() => trust),
+      preferDirect: (node) =>
+        plane === undefined
+          ? Effect.fail(new CommandFailure("not_running", "no tunnel yet: the daemon is not registered (see pilotctl health)"))
+          : Effect.succeed({ ...plane.tunnel.preferDirect(node) })
     })
     // In a scope of its own, closed by the last finalizer added below, i.e. first at shutdown: stop accepting.
     const ipcScope = yield* Scope.fork(outer)
@@ -120,17 +139,33 @@ export const runDaemon = (settings: DaemonSettings) =>
       Effect.annotateLogs({ udp: formatHostPort({ host: socket.address.address.toString(), port: udpPort }), socket: ipc.path })
     )
 
+    if (beacon !== undefined && Option.isNone(settings.endpoint)) {
+      // Bounded, and after "accepting": the IPC socket already answers while we wait for the beacon.
+      const seen = yield* discoverEndpoint(socket, { beacon, timeout: DISCOVERY_TIMEOUT })
+      if (seen === undefined) {
+        yield* Effect.logWarning("the beacon did not answer: registering our port for the registry to fill in the address it sees").pipe(
+          Effect.annotateLogs({ beacon: NetAddress.formatInet(beacon), timeout: DISCOVERY_TIMEOUT })
+        )
+      } else {
+        endpoint = seen
+        yield* Effect.logInfo("public endpoint discovered").pipe(Effect.annotateLogs({ endpoint }))
+      }
+    }
+
     const session = yield* makeRegistrySession({
       registry: settings.registry,
       identity,
       listenAddr: endpoint,
       version: VERSION,
+      relayOnly: settings.relayOnly,
       ...(hostname === undefined ? {} : { hostname })
     })
     late.session = session
     const lookups = yield* makeRegistryClient({ ...settings.registry, callTimeout: "5 seconds" })
     // Forked after the session, so the data plane stops (connections reset, loops joined) before the retract.
     const planeScope = yield* Scope.fork(outer)
+    const planeFibers = yield* FiberSet.make().pipe(Scope.provide(planeScope))
+    const runInPlane = yield* FiberSet.runtime(planeFibers)<never>()
 
     const dataPlane = Effect.gen(function*() {
       const nodeId = yield* session.nodeId
@@ -142,6 +177,15 @@ export const runDaemon = (settings: DaemonSettings) =>
         bind: socket,
         registryKey: directory.registryKey,
         endpointOf: directory.endpointOf,
+        beacon: {
+          ...(beacon === undefined ? {} : { beacon }),
+          isRelayOnly: directory.isRelayOnly,
+          // A relayed trust handshake waits at the registry: poll now rather than at the next tick.
+          onBeaconNotify: (kind) => {
+            const running = trust
+            if (kind === NotifyKind.RelayedHandshakeWaiting && running !== undefined) runInPlane(running.service.pollNow)
+          }
+        },
         services: { dataDirectory: nodePath.dirname(settings.identityPath) }
       }).pipe(Scope.provide(planeScope))
       plane = built

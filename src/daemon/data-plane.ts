@@ -20,7 +20,7 @@ import type { HostPort } from "../platform/host-port.ts"
 import { type BuiltInServicesOptions, serveBuiltInServices } from "../services/built-in.ts"
 import type { StreamOptions } from "../transport/stream.ts"
 import { makeTransport, type Transport } from "../transport/transport.ts"
-import { makeTunnel, type Tunnel, type TunnelLimits, type TunnelSocket } from "../tunnel/tunnel.ts"
+import { makeTunnel, type Tunnel, type TunnelLimits, type TunnelOptions, type TunnelSocket } from "../tunnel/tunnel.ts"
 
 /**
  * The largest stream segment payload whose encrypted frame still fits one datagram (1223 − 36 − 34 = 1153
@@ -43,6 +43,8 @@ export interface DataPlaneOptions<E1, E2> {
   /** Stream options; `mss` defaults to `UNFRAGMENTED_MSS`. */
   readonly stream?: StreamOptions
   readonly tunnelLimits?: Partial<TunnelLimits>
+  /** The beacon and its hooks (see `TunnelOptions`); without a beacon every frame goes direct. */
+  readonly beacon?: Pick<TunnelOptions<E1, E2>, "beacon" | "isRelayOnly" | "onPublicEndpoint" | "onBeaconNotify">
   /** Options of the built-in services (echo, …). */
   readonly services?: BuiltInServicesOptions
 }
@@ -70,6 +72,7 @@ export const makeDataPlane = Effect.fnUntraced(function*<E1, E2>(options: DataPl
     registryKey: options.registryKey,
     endpointOf: options.endpointOf,
     onPacket: (packet) => transport.receive(packet),
+    ...options.beacon,
     ...(options.tunnelLimits === undefined ? {} : { limits: options.tunnelLimits })
   })
   below.tunnel = tunnel

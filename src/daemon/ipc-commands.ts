@@ -21,9 +21,11 @@ export interface IpcCommandsOptions {
   readonly streams: IpcStreams
   readonly registry: RegistryCommands
   readonly handshake: (request: HandshakeRequest) => Effect.Effect<JsonObject, CommandFailure>
+  /** `pilotctl prefer-direct`: reset a peer's path (the tunnel's `preferDirect`). */
+  readonly preferDirect: (node: number) => Effect.Effect<JsonObject, CommandFailure>
 }
 
-type JsonReply = "InfoOK" | "HealthOK" | "HandshakeOK" | "ResolveHostnameOK" | "SetHostnameOK" | "SetVisibilityOK" | "SetTagsOK" | "DeregisterOK"
+type JsonReply = "InfoOK" | "HealthOK" | "HandshakeOK" | "PreferDirectOK" | "ResolveHostnameOK" | "SetHostnameOK" | "SetVisibilityOK" | "SetTagsOK" | "DeregisterOK"
 
 export const makeIpcCommands = (options: IpcCommandsOptions): IpcDispatcher => {
   const { streams, registry } = options
@@ -62,6 +64,8 @@ export const makeIpcCommands = (options: IpcCommandsOptions): IpcDispatcher => {
         })
       case "Handshake":
         return json(client, "HandshakeOK", options.handshake(message))
+      case "PreferDirect":
+        return json(client, "PreferDirectOK", options.preferDirect(message.node))
       case "ResolveHostname":
         return json(client, "ResolveHostnameOK", registry.resolveHostname(message.hostname))
       case "SetHostname":

@@ -16,10 +16,17 @@ import { type DaemonSettings, runDaemon } from "./daemon.ts"
 
 const flags = {
   registry: Flag.String("registry").pipe(Flag.withDescription("registry address (env PILOT_REGISTRY; default 127.0.0.1:9000)"), Flag.optional),
-  beacon: Flag.String("beacon").pipe(Flag.withDescription("beacon address (not supported yet)"), Flag.optional),
+  beacon: Flag.String("beacon").pipe(
+    Flag.withDescription("beacon address: endpoint discovery, hole punching, relay (env PILOT_BEACON; default 127.0.0.1:9001 when --registry is defaulted too, else none)"),
+    Flag.optional
+  ),
+  relayOnly: Flag.Boolean("relay-only").pipe(Flag.withDescription("register as reachable through the beacon relay only"), Flag.optional),
   listen: Flag.String("listen").pipe(Flag.withDescription("UDP tunnel address (default :0)"), Flag.optional),
   socket: Flag.String("socket").pipe(Flag.withDescription("IPC socket path (env PILOT_SOCKET; default /tmp/pilot.sock)"), Flag.optional),
-  endpoint: Flag.String("endpoint").pipe(Flag.withDescription("endpoint to register (default :<UDP port>, the registry fills in our IP)"), Flag.optional),
+  endpoint: Flag.String("endpoint").pipe(
+    Flag.withDescription("endpoint to register, skipping discovery (default: what the beacon sees, else :<UDP port> with the registry filling in our IP)"),
+    Flag.optional
+  ),
   identity: Flag.String("identity").pipe(Flag.withDescription("identity file (default ~/.pilot/identity.json)"), Flag.optional),
   public: Flag.Boolean("public").pipe(Flag.withDescription("make this node public: anyone may resolve its endpoint"), Flag.optional),
   hostname: Flag.String("hostname").pipe(Flag.withDescription("hostname to register"), Flag.optional),
@@ -37,7 +44,6 @@ interface Settings {
   readonly logLevel: LogLevelName
   readonly logFormat: LogFormat
   /** Flags given that this version accepts but ignores. */
-  readonly unsupported: ReadonlyArray<string>
 }
 
 /** `~/.pilot/config.json` when it exists (the reference's default config file), else none. */
@@ -59,23 +65,28 @@ const resolveSettings = (given: FlagValues) =>
         Effect.mapError((e) => new ConfigError({ source: `environment variable ${variable}`, detail: e.message }))
       )
 
-    const registryText = Option.getOrElse(yield* orEnv(yield* str("registry", given.registry), "PILOT_REGISTRY"), () => "127.0.0.1:9000")
-    const registry = yield* address("registry", registryText, source)
+    const registryGiven = yield* orEnv(yield* str("registry", given.registry), "PILOT_REGISTRY")
+    const registry = yield* address("registry", Option.getOrElse(registryGiven, () => "127.0.0.1:9000"), source)
+    // The single-machine default (DESIGN.md §1): no registry named → the local rendezvous, beacon included.
+    const beaconText = Option.orElse(
+      yield* orEnv(yield* str("beacon", given.beacon), "PILOT_BEACON"),
+      () => Option.isNone(registryGiven) ? Option.some("127.0.0.1:9001") : Option.none()
+    )
     const daemon: DaemonSettings = {
       identityPath: Option.getOrElse(yield* str("identity", given.identity), () => nodePath.join(os.homedir(), ".pilot", "identity.json")),
       listen: yield* address("listen", Option.getOrElse(yield* str("listen", given.listen), () => ":0"), source),
       socketPath: Option.getOrElse(yield* orEnv(yield* str("socket", given.socket), "PILOT_SOCKET"), () => "/tmp/pilot.sock"),
       registry: { host: registry.host ?? "127.0.0.1", port: registry.port },
       endpoint: yield* str("endpoint", given.endpoint),
+      beacon: yield* optionalAddress("beacon", beaconText, source),
+      relayOnly: Option.getOrElse(yield* bool("relay-only", given.relayOnly), () => false),
       hostname: yield* str("hostname", given.hostname),
       http: yield* optionalAddress("http", yield* str("http", given.http), source),
       public: Option.getOrElse(yield* bool("public", given.public), () => false),
       trustAutoApprove: Option.getOrElse(yield* bool("trust-auto-approve", given.trustAutoApprove), () => false)
     }
-    const unsupported = Option.isSome(yield* str("beacon", given.beacon)) ? ["--beacon"] : []
     const settings: Settings = {
       daemon,
-      unsupported,
       logLevel: yield* oneOf("log-level", LOG_LEVELS, yield* str("log-level", given.logLevel), "info", source),
       logFormat: yield* oneOf("log-format", LOG_FORMATS, yield* str("log-format", given.logFormat), "text", source)
     }
@@ -84,7 +95,6 @@ const resolveSettings = (given: FlagValues) =>
 
 const serve = (settings: Settings) =>
   Effect.gen(function*() {
-    if (settings.unsupported.length > 0) yield* Effect.logWarning(`not supported yet, ignored: ${settings.unsupported.join(" ")}`)
     return yield* runDaemon(settings.daemon)
   }).pipe(Effect.provide(localFileSystem))
 

@@ -19,26 +19,42 @@ export type DirectoryError = RegistryUnavailable | RegistryRejected | DecodeErro
 export interface RegistryDirectory {
   readonly registryKey: (nodeId: number) => Effect.Effect<Uint8Array | undefined, DirectoryError>
   readonly endpointOf: (nodeId: number) => Effect.Effect<NetAddress.InetAddress | undefined, DirectoryError>
+  /** Whether the node's last `resolve` said `relay_only` (false when never resolved). */
+  readonly isRelayOnly: (nodeId: number) => boolean
 }
 
-export const makeRegistryDirectory = (client: RegistryClient, identity: Identity, ownNodeId: number): RegistryDirectory => ({
-  registryKey: (nodeId) =>
-    client.call({ type: "lookup", node_id: nodeId }).pipe(
-      Effect.flatMap((reply) => Effect.fromResult(decodeRegistryReply(reply))),
-      Effect.map((reply) => reply.type === "lookup_ok" ? decodeBase64(reply.public_key) : undefined)
-    ),
-  endpointOf: (nodeId) =>
-    client.call({
-      type: "resolve",
-      node_id: nodeId,
-      requester_id: ownNodeId,
-      signature: identity.signChallenge(resolveChallenge(ownNodeId, nodeId))
-    }).pipe(
-      Effect.flatMap((reply) => Effect.fromResult(decodeRegistryReply(reply))),
-      Effect.map((reply) => {
-        if (reply.type !== "resolve_ok") return undefined
-        const parsed = NetAddress.inetAddressFromString(reply.real_addr)
-        return Result.isSuccess(parsed) ? parsed.success : undefined
-      })
-    )
-})
+/** Relay-only nodes remembered from `resolve` answers; the oldest is forgotten past this. */
+const MAX_RELAY_ONLY_NODES = 4096
+
+export const makeRegistryDirectory = (client: RegistryClient, identity: Identity, ownNodeId: number): RegistryDirectory => {
+  const relayOnly = new Set<number>()
+  const remember = (nodeId: number, only: boolean): void => {
+    relayOnly.delete(nodeId)
+    if (!only) return
+    relayOnly.add(nodeId)
+    if (relayOnly.size > MAX_RELAY_ONLY_NODES) relayOnly.delete(relayOnly.values().next().value ?? nodeId)
+  }
+  return {
+    registryKey: (nodeId) =>
+      client.call({ type: "lookup", node_id: nodeId }).pipe(
+        Effect.flatMap((reply) => Effect.fromResult(decodeRegistryReply(reply))),
+        Effect.map((reply) => reply.type === "lookup_ok" ? decodeBase64(reply.public_key) : undefined)
+      ),
+    endpointOf: (nodeId) =>
+      client.call({
+        type: "resolve",
+        node_id: nodeId,
+        requester_id: ownNodeId,
+        signature: identity.signChallenge(resolveChallenge(ownNodeId, nodeId))
+      }).pipe(
+        Effect.flatMap((reply) => Effect.fromResult(decodeRegistryReply(reply))),
+        Effect.map((reply) => {
+          if (reply.type !== "resolve_ok") return undefined
+          remember(nodeId, reply.relay_only === true)
+          const parsed = NetAddress.inetAddressFromString(reply.real_addr)
+          return Result.isSuccess(parsed) ? parsed.success : undefined
+        })
+      ),
+    isRelayOnly: (nodeId) => relayOnly.has(nodeId)
+  }
+}

@@ -59,6 +59,8 @@ export interface RegistrySessionOptions {
   readonly listenAddr: string
   readonly hostname?: string
   readonly version?: string
+  /** Register as reachable through the beacon relay only (`relay_only`): peers never try a direct path. */
+  readonly relayOnly?: boolean
   /** Default 60 s (reference §6, newer daemons). */
   readonly heartbeatInterval?: Duration.Input
   /** Consecutive failed heartbeats that make the session register again. Default 3. */
@@ -137,6 +139,7 @@ export const makeRegistrySession = Effect.fnUntraced(function*(options: Registry
       public_key: identity.publicKeyBase64,
       ...(options.hostname === undefined ? {} : { hostname: options.hostname }),
       ...(options.version === undefined ? {} : { version: options.version }),
+      ...(options.relayOnly === true ? { relay_only: true } : {}),
       signature: identity.signChallenge(registerChallenge(options.listenAddr, identity.publicKeyBase64))
     })
     const decoded = yield* Effect.fromResult(decodeRegistryReply(reply))

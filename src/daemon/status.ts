@@ -43,7 +43,9 @@ const traffic = (s: DaemonSnapshot) => {
     encrypted_peers: tunnel?.encrypted_peers ?? 0,
     authenticated_peers: tunnel?.authenticated_peers ?? 0,
     bytes_sent: tunnel?.bytes_sent ?? 0,
-    bytes_recv: tunnel?.bytes_recv ?? 0
+    bytes_recv: tunnel?.bytes_recv ?? 0,
+    relay_peer_count: tunnel?.relay_peer_count ?? 0,
+    beacon_addr: tunnel?.beacon_addr ?? ""
   }
 }
 
@@ -69,6 +71,7 @@ export const infoJson = (s: DaemonSnapshot) => {
     node_id: s.session.registered?.nodeId ?? 0,
     address: s.session.registered?.address ?? "",
     endpoint: s.endpoint,
+    public_endpoint: tunnel?.public_endpoint ?? "",
     hostname: s.hostname ?? "",
     uptime_secs: uptimeSeconds(s),
     ...traffic(s),
@@ -81,6 +84,8 @@ export const infoJson = (s: DaemonSnapshot) => {
     version: s.version,
     data_dir: s.dataDirectory,
     peer_list: tunnel?.peer_list ?? [],
+    beacon: tunnel?.beacon ?? {},
+    tunnel_drops: tunnel?.drops ?? {},
     conn_list: (s.plane?.connections ?? []).map((c) => ({ ...c, remote_addr: formatAddr(c.remote_addr) })),
     ...states(s)
   }

@@ -10,6 +10,7 @@ import { makeRegistryClient } from "../registry/client.ts"
 import * as daemon from "./daemon-control.ts"
 import { ctlError, type CtlError, ERROR_CODES, type ErrorCode, Reported } from "./errors.ts"
 import { ipcJson, ipcRequest } from "./ipc-client.ts"
+import * as mailbox from "./mailbox.ts"
 import * as streams from "./streams.ts"
 
 export interface ParamSpec {
@@ -27,6 +28,8 @@ export interface Invocation {
   readonly socket: string
   readonly registry: string
   readonly timeout: Duration.Input
+  /** Whether `--timeout` was given on the command line (not defaulted); `subscribe` streams when it was not. */
+  readonly timeoutExplicit?: boolean
   readonly params: { readonly [name: string]: unknown }
 }
 
@@ -268,6 +271,69 @@ export const COMMANDS: ReadonlyArray<CommandSpec> = [
     returns: ["target", "bytes", "send_ms", "total_ms", "send_mbps", "total_mbps"],
     errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
     run: (inv) => Effect.flatMap(intParam(inv, "size_mb", 1, 1, 1024), (sizeMb) => streams.bench(inv.socket, text(inv, "target") ?? "", sizeMb, inv.timeout))
+  },
+  {
+    path: ["send-message"],
+    description: "send a message to a node's data-exchange service (port 1001); --wait: wait for its ACK (else ack is null)",
+    args: [arg("target", "node id, address or hostname")],
+    flags: [stringFlag("data", "the message"), stringFlag("type", "text (default), json or binary (the bytes of --data)"), boolFlag("wait", "wait up to --timeout for the ACK; an ERR reply is an error")],
+    returns: ["target", "type", "bytes", "ack"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) =>
+      mailbox.sendMessage(inv.socket, text(inv, "target") ?? "", text(inv, "data") ?? "", text(inv, "type") ?? "text", inv.params["wait"] === true, inv.timeout)
+  },
+  {
+    path: ["send-file"],
+    description: "send a file (≤ 16 MiB) to a node's data-exchange service (port 1001) and wait for its ACK",
+    args: [arg("target", "node id, address or hostname"), arg("path", "file to send")],
+    flags: [],
+    returns: ["filename", "bytes", "destination", "ack"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) => mailbox.sendFile(inv.socket, text(inv, "target") ?? "", text(inv, "path") ?? "", inv.timeout)
+  },
+  {
+    path: ["inbox"],
+    description: "messages this node received (<data_dir>/inbox); --clear deletes them after listing",
+    args: [],
+    flags: [boolFlag("clear", "delete the listed messages")],
+    returns: ["messages", "total", "dir"],
+    errors: DAEMON_ERRORS,
+    run: (inv) => mailbox.inbox(inv.socket, inv.params["clear"] === true, inv.timeout)
+  },
+  {
+    path: ["received"],
+    description: "files this node received (<data_dir>/received); --clear deletes them after listing",
+    args: [],
+    flags: [boolFlag("clear", "delete the listed files")],
+    returns: ["files", "total", "dir"],
+    errors: DAEMON_ERRORS,
+    run: (inv) => mailbox.received(inv.socket, inv.params["clear"] === true, inv.timeout)
+  },
+  {
+    path: ["subscribe"],
+    description: "subscribe to a topic (* = all) of a node's event stream (port 1002): --count events or what came before --timeout; with neither, one NDJSON line per event until the node closes",
+    args: [arg("target", "node id, address or hostname"), arg("topic", "topic, or * for every topic")],
+    flags: [intFlag("count", "events to wait for")],
+    returns: ["target", "topic", "events", "total", "timeout"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) =>
+      Effect.gen(function*() {
+        const count = inv.params["count"] === undefined ? undefined : yield* intParam(inv, "count", 1, 1, 1_000_000)
+        const explicit = inv.timeoutExplicit ?? process.argv.some((a) => a === "--timeout" || a.startsWith("--timeout="))
+        // --count alone is bounded by the default --timeout, as recv is.
+        const wait = explicit || count !== undefined ? inv.timeout : undefined
+        const result = yield* mailbox.subscribe(inv.socket, text(inv, "target") ?? "", text(inv, "topic") ?? "", { count, wait }, inv.timeout)
+        return result.streamed ? SILENT : { target: result.target, topic: result.topic, events: result.events, total: result.total, timeout: result.timeout }
+      })
+  },
+  {
+    path: ["publish"],
+    description: "publish one event on a topic of a node's event stream (port 1002)",
+    args: [arg("target", "node id, address or hostname"), arg("topic", "topic")],
+    flags: [stringFlag("data", "event payload")],
+    returns: ["target", "topic", "bytes"],
+    errors: ["invalid_argument", "not_found", ...DAEMON_ERRORS],
+    run: (inv) => mailbox.publish(inv.socket, text(inv, "target") ?? "", text(inv, "topic") ?? "", text(inv, "data") ?? "", inv.timeout)
   },
   {
     path: ["daemon", "start"],

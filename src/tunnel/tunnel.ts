@@ -146,20 +146,47 @@ export interface TunnelSocket {
   readonly attach: (onDatagram: (datagram: UdpDatagram) => void) => UdpEndpoint
 }
 
+/** A socket bound by `bindTunnelSocket`, which can also be lent out before its tunnel exists. */
+export interface BoundTunnelSocket extends TunnelSocket {
+  /**
+   * Runs the socket's reader and writer for the current scope with `onDatagram` receiving what arrives:
+   * endpoint discovery from this very socket before registration (`endpoint-discovery.ts`). Datagrams that
+   * arrive meanwhile and are not for the borrower are dropped (nobody can know our endpoint yet). Fails
+   * if the tunnel already has the socket.
+   */
+  readonly borrow: (
+    onDatagram: (datagram: UdpDatagram) => void
+  ) => Effect.Effect<UdpEndpoint, never, Scope.Scope>
+}
+
 /** Binds a UDP socket for a tunnel built later, in the current scope (it closes with the scope). */
 export const bindTunnelSocket = Effect.fnUntraced(function*(
   bind: HostPort,
   sendQueue: number = DEFAULT_TUNNEL_LIMITS.udpSendQueue
-): Effect.fn.Return<TunnelSocket, DatagramSocketError, Scope.Scope> {
+): Effect.fn.Return<BoundTunnelSocket, DatagramSocketError, Scope.Scope> {
   let deliver: ((datagram: UdpDatagram) => void) | undefined
+  let attached = false
   const udp = yield* makeUdpEndpoint({ bind, sendQueue }, (datagram) => deliver?.(datagram))
   return {
     address: udp.address,
     attach: (onDatagram) => {
-      if (deliver !== undefined) throw new Error("a tunnel socket serves one tunnel")
+      if (attached) throw new Error("a tunnel socket serves one tunnel")
+      attached = true
       deliver = onDatagram
       return udp
-    }
+    },
+    borrow: (onDatagram) =>
+      Effect.gen(function*() {
+        if (attached) return yield* Effect.die(new Error("the tunnel already has this socket"))
+        deliver = onDatagram
+        yield* Effect.addFinalizer(() => Effect.sync(() => {
+          if (!attached) deliver = undefined
+        }))
+        // Forked after the finalizer: interrupted (and joined) before the borrower's handler is removed.
+        yield* Effect.forkScoped(udp.reader.pipe(Effect.ignore))
+        yield* Effect.forkScoped(udp.writer.pipe(Effect.ignore))
+        return udp
+      })
   }
 })
 

@@ -7,6 +7,7 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { startBinary } from "../support/child-process.ts"
 
 const repoRoot = path.resolve(import.meta.dirname, "../..")
 const CTL = path.join(repoRoot, "src/pilotctl/main.ts")
@@ -56,3 +57,26 @@ export const assertErrorEnvelope = (run: CtlRun, code: string) => {
   assert.isString(error["message"])
   return error
 }
+
+const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
+
+/**
+ * A real `pilot-daemon` child process registered to the registry on `registryPort`, its home (identity, data
+ * directory, socket) in `<dir>/<name>`, made public so that peers can reach it without a trust handshake.
+ */
+export const startCtlDaemon = (dir: string, registryPort: number, name: string) =>
+  Effect.gen(function*() {
+    const home = path.join(dir, name)
+    fs.mkdirSync(home)
+    const socket = path.join(home, "d.sock")
+    const proc = yield* startBinary("src/daemon/main.ts", [
+      "--registry", `127.0.0.1:${registryPort}`,
+      "--listen", "127.0.0.1:0",
+      "--socket", socket,
+      "--identity", path.join(home, "identity.json"),
+      "--hostname", name
+    ])
+    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
+    assert.strictEqual(okData(yield* ctl("set-public", "--json", "--socket", socket))["visibility"], "public")
+    return { socket, nodeId, home, proc }
+  })

@@ -24,12 +24,23 @@ export interface RunningBinary {
 
 const repoRoot = path.resolve(import.meta.dirname, "../..")
 
-export const startBinary = (entry: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+/**
+ * `netns`: run inside that network namespace (`ip netns exec` execs Node in place, so the PID and the
+ * signals are still Node's own).
+ */
+export const startBinary = (
+  entry: string,
+  args: ReadonlyArray<string>,
+  env: Record<string, string> = {},
+  options: { readonly netns?: string } = {}
+) =>
   Effect.gen(function*() {
     const exit = yield* Deferred.make<number | null>()
+    const command = [process.execPath, path.join(repoRoot, entry), ...args]
+    const argv = options.netns === undefined ? command : ["ip", "netns", "exec", options.netns, ...command]
     const child: ChildProcess = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn(process.execPath, [path.join(repoRoot, entry), ...args], {
+        spawn(argv[0]!, argv.slice(1), {
           cwd: repoRoot,
           env: { ...process.env, ...env, NO_COLOR: "1" },
           stdio: ["ignore", "pipe", "pipe"]

@@ -1,0 +1,159 @@
+/**
+ * NAT traversal end to end, on real NATs: network namespaces with Linux masquerading (test/support/netns.ts),
+ * a rendezvous (registry + beacon) on the "public" network, and two `pilot-daemon` processes, each behind its
+ * own NAT, driven by `pilotctl` through their IPC sockets.
+ *
+ * - Both NATs punchable: the daemons discover their public endpoints through the beacon, punch, and talk
+ *   directly; `peers` says `relay: false` on both sides.
+ * - UDP between the NATs blocked: the key exchange falls back to the relay after one unanswered attempt, a
+ *   message and a 1 MB echo transfer succeed, `peers` says `relay: true`; once the block is lifted the
+ *   probes find the direct path and both sides leave the relay.
+ * - Two beacons: each daemon announces itself to a different beacon; the beacons learn each other through
+ *   the registry and gossip, and the relay crosses from one to the other.
+ *
+ * Needs root and network namespaces (CI runs as root and `.ci/run` installs iproute2 and nftables).
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Schedule } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { startBinary } from "../support/child-process.ts"
+import { makeInternet, NAT1_WAN_IP, NAT2_WAN_IP, netnsAvailable, PUBLIC_IP } from "../support/netns.ts"
+import { ctl, okData, tempDir } from "../pilotctl/ctl-kit.ts"
+
+const REGISTRY = `${PUBLIC_IP}:9000`
+const BEACON = `${PUBLIC_IP}:9001`
+const SECOND_BEACON = `${PUBLIC_IP}:9002`
+const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
+
+interface PeerEntry {
+  readonly node_id: number
+  readonly endpoint?: string
+  readonly relay: boolean
+  readonly encrypted: boolean
+}
+
+const startRendezvous = (netns: string) =>
+  Effect.gen(function*() {
+    const proc = yield* startBinary("src/rendezvous/main.ts", ["--registry-addr", `${PUBLIC_IP}:9000`, "--beacon-addr", `${PUBLIC_IP}:9001`], {}, { netns })
+    yield* proc.waitForLine(/pilot-rendezvous serving/, "30 seconds")
+    return proc
+  })
+
+const startDaemon = (netns: string, dir: string, name: string, beacon: string) =>
+  Effect.gen(function*() {
+    const home = path.join(dir, name)
+    fs.mkdirSync(home)
+    const socket = path.join(home, "d.sock")
+    const proc = yield* startBinary("src/daemon/main.ts", [
+      "--registry", REGISTRY,
+      "--beacon", beacon,
+      "--socket", socket,
+      "--identity", path.join(home, "identity.json"),
+      "--hostname", name,
+      "--public"
+    ], {}, { netns })
+    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
+    yield* proc.waitForLine(/node is public/, "15 seconds")
+    return { socket, nodeId, proc }
+  })
+
+const peerOf = (socket: string, nodeId: number) =>
+  Effect.map(ctl("peers", "--json", "--socket", socket), (run) => {
+    const peers = okData(run)["peers"] as ReadonlyArray<PeerEntry>
+    return peers.find((p) => p.node_id === nodeId)
+  })
+
+/** Polls `peers` until the entry for `nodeId` satisfies `until` (bounded): path changes are asynchronous. */
+const awaitPeer = (socket: string, nodeId: number, until: (peer: PeerEntry) => boolean, what: string) =>
+  peerOf(socket, nodeId).pipe(
+    Effect.repeat({ until: (peer) => peer !== undefined && until(peer), schedule: Schedule.spaced("250 millis"), times: 240 }),
+    Effect.flatMap((peer) =>
+      peer !== undefined && until(peer) ? Effect.succeed(peer) : Effect.fail(new Error(`peer ${nodeId}: ${what} never happened (last: ${JSON.stringify(peer)})`))
+    )
+  )
+
+const echo = (socket: string, target: number, message: string) =>
+  Effect.map(ctl("connect", String(target), "7", "--message", message, "--json", "--socket", socket), okData)
+
+/** Every process stops on SIGTERM with exit code 0 and removes its IPC socket. */
+const stopAll = (daemons: ReadonlyArray<{ readonly socket: string; readonly proc: { readonly stop: (s?: NodeJS.Signals) => Effect.Effect<number | null, Error> } }>) =>
+  Effect.forEach(daemons, (d) =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* d.proc.stop("SIGTERM"), 0)
+      assert.isFalse(fs.existsSync(d.socket), `${d.socket} removed`)
+    }))
+
+describe.skipIf(!netnsAvailable())("NAT traversal in network namespaces (skipped without root and ip netns)", () => {
+  it.live("endpoint-independent NATs on both sides: the daemons punch through and talk directly", () =>
+    Effect.gen(function*() {
+      const net = yield* makeInternet
+      const dir = yield* tempDir
+      const rendezvous = yield* startRendezvous(net.pub)
+      const a = yield* startDaemon(net.h1, dir, "alpha", BEACON)
+      const b = yield* startDaemon(net.h2, dir, "bravo", BEACON)
+
+      // Discovery: each registered the endpoint its NAT gives it, not its private address.
+      const infoA = okData(yield* ctl("info", "--json", "--socket", a.socket))
+      assert.match(String(infoA["endpoint"]), new RegExp(`^${NAT1_WAN_IP.replaceAll(".", "\\.")}:\\d+$`))
+      assert.strictEqual(infoA["beacon_addr"], BEACON)
+
+      const reply = yield* echo(a.socket, b.nodeId, "hello through the NAT")
+      assert.strictEqual(reply["response"], "hello through the NAT")
+      const towardB = yield* awaitPeer(a.socket, b.nodeId, (p) => p.encrypted, "a session")
+      assert.isFalse(towardB.relay, "alpha reaches bravo directly")
+      assert.match(String(towardB.endpoint), new RegExp(`^${NAT2_WAN_IP.replaceAll(".", "\\.")}:`))
+      const towardA = yield* awaitPeer(b.socket, a.nodeId, (p) => p.encrypted, "a session")
+      assert.isFalse(towardA.relay, "bravo reaches alpha directly")
+
+      yield* stopAll([a, b])
+      assert.strictEqual(yield* rendezvous.stop("SIGTERM"), 0)
+    }), 120_000)
+
+  it.live("UDP between the NATs blocked: relay fallback carries a message and 1 MB; lifting the block brings the direct path back", () =>
+    Effect.gen(function*() {
+      const net = yield* makeInternet
+      const dir = yield* tempDir
+      const rendezvous = yield* startRendezvous(net.pub)
+      const a = yield* startDaemon(net.h1, dir, "alpha", BEACON)
+      const b = yield* startDaemon(net.h2, dir, "bravo", BEACON)
+      yield* net.blockDirect
+
+      const reply = yield* echo(a.socket, b.nodeId, "hello through the relay")
+      assert.strictEqual(reply["response"], "hello through the relay")
+      assert.isTrue((yield* awaitPeer(a.socket, b.nodeId, (p) => p.encrypted, "a session")).relay, "alpha relays to bravo")
+      assert.isTrue((yield* awaitPeer(b.socket, a.nodeId, (p) => p.encrypted, "a session")).relay, "bravo relays to alpha")
+      const bench = okData(yield* ctl("bench", String(b.nodeId), "1", "--json", "--socket", a.socket))
+      assert.strictEqual(bench["bytes"], 1024 * 1024)
+
+      yield* net.unblockDirect
+      yield* awaitPeer(a.socket, b.nodeId, (p) => !p.relay, "the upgrade to direct")
+      yield* awaitPeer(b.socket, a.nodeId, (p) => !p.relay, "the upgrade to direct")
+      const after = yield* echo(a.socket, b.nodeId, "direct again")
+      assert.strictEqual(after["response"], "direct again")
+
+      yield* stopAll([a, b])
+      assert.strictEqual(yield* rendezvous.stop("SIGTERM"), 0)
+    }), 180_000)
+
+  it.live("two beacons: daemons attached to different beacons reach each other through gossip", () =>
+    Effect.gen(function*() {
+      const net = yield* makeInternet
+      const dir = yield* tempDir
+      const rendezvous = yield* startRendezvous(net.pub)
+      const second = yield* startBinary("src/beacon/main.ts", ["--addr", SECOND_BEACON, "--registry", REGISTRY], {}, { netns: net.pub })
+      yield* second.waitForLine(/registered with the registry/, "30 seconds")
+      yield* second.waitForLine(/peer beacon heard/, "30 seconds")
+      yield* net.blockDirect
+      const a = yield* startDaemon(net.h1, dir, "alpha", BEACON)
+      const b = yield* startDaemon(net.h2, dir, "bravo", SECOND_BEACON)
+
+      const reply = yield* echo(a.socket, b.nodeId, "across two beacons")
+      assert.strictEqual(reply["response"], "across two beacons")
+      assert.isTrue((yield* awaitPeer(a.socket, b.nodeId, (p) => p.encrypted, "a session")).relay)
+
+      yield* stopAll([a, b])
+      assert.strictEqual(yield* second.stop("SIGTERM"), 0)
+      assert.strictEqual(yield* rendezvous.stop("SIGTERM"), 0)
+    }), 120_000)
+})
