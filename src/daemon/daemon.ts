@@ -26,6 +26,8 @@ import { Clock, Effect, Exit, FiberSet, Option, Scope } from "effect"
 import * as NetAddress from "effect/net/NetAddress"
 import * as nodePath from "node:path"
 import { loadOrCreateIdentity } from "../crypto/identity.ts"
+import { makeEventBus } from "../events/event-bus.ts"
+import { makeWebhook } from "../events/webhook.ts"
 import { makeIpcServer } from "../ipc/server.ts"
 import { supervise } from "../lifecycle/supervisor.ts"
 import { formatHostPort, type HostPort } from "../platform/host-port.ts"
@@ -68,6 +70,8 @@ export interface DaemonSettings {
   readonly public: boolean
   /** Approve every trust request (`--trust-auto-approve`). */
   readonly trustAutoApprove: boolean
+  /** POST every daemon event there (`--webhook URL`). */
+  readonly webhook: Option.Option<string>
 }
 
 /** How long registration waits for the beacon to tell us our public endpoint. */
@@ -78,6 +82,12 @@ export const runDaemon = (settings: DaemonSettings) =>
   Effect.scoped(Effect.gen(function*() {
     const startedMs = yield* Clock.currentTimeMillis
     const outer = yield* Scope.Scope
+    let ownNodeId: number | undefined
+    // The bus outlives everything that publishes to it (closed last); the webhook drains before it closes.
+    const events = yield* makeEventBus
+    const webhook = Option.isSome(settings.webhook)
+      ? yield* makeWebhook({ url: settings.webhook.value, nodeId: () => ownNodeId ?? 0, bus: events })
+      : undefined
     const identity = yield* loadOrCreateIdentity(settings.identityPath)
     const socket = yield* bindTunnelSocket(settings.listen)
     const udpPort = socket.address.port
@@ -88,7 +98,6 @@ export const runDaemon = (settings: DaemonSettings) =>
     let accepting = false
     let plane: DataPlane | undefined
     let trust: RunningTrust | undefined
-    let ownNodeId: number | undefined
     // Forward reference: the dispatcher is served before the session exists (rule 3), and reads it lazily.
     const late: { session?: { readonly state: Effect.Effect<DaemonSnapshot["session"]> } } = {}
     const snapshot = Effect.gen(function*() {
@@ -108,6 +117,7 @@ export const runDaemon = (settings: DaemonSettings) =>
         version: VERSION,
         dataDirectory: nodePath.dirname(settings.identityPath),
         trustPending: trustState === undefined ? 0 : pendingCount(trustState),
+        webhook: webhook?.stats(),
         plane: current === undefined ? undefined : {
           tunnel: current.tunnel.stats(),
           transport: current.transport.stats(),
@@ -186,7 +196,11 @@ export const runDaemon = (settings: DaemonSettings) =>
             if (kind === NotifyKind.RelayedHandshakeWaiting && running !== undefined) runInPlane(running.service.pollNow)
           }
         },
-        services: { dataDirectory: nodePath.dirname(settings.identityPath) }
+        services: { dataDirectory: nodePath.dirname(settings.identityPath), events },
+        onTunnelEvent: (event) => {
+          const { name, peerNodeId, ...data } = event
+          events.publishUnsafe(name, { peer_node_id: peerNodeId, ...data })
+        }
       }).pipe(Scope.provide(planeScope))
       plane = built
       if (settings.public) {
@@ -203,7 +217,8 @@ export const runDaemon = (settings: DaemonSettings) =>
         nodeId,
         transport: built.transport,
         registry: commandRegistry,
-        registryKey: directory.registryKey
+        registryKey: directory.registryKey,
+        onEvent: ({ name, ...data }) => events.publish(name, data)
       }).pipe(Scope.provide(planeScope))
       yield* Effect.logInfo("data plane running").pipe(Effect.annotateLogs({ node_id: nodeId }))
       return yield* built.failure
@@ -222,6 +237,15 @@ export const runDaemon = (settings: DaemonSettings) =>
         accepting = false
         return Scope.close(ipcScope, Exit.void)
       })
+    )
+    // Added last, so it runs first: subscribers hear about the shutdown before anything stops.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(snapshot, (s) =>
+        events.publish("daemon.shutting_down", {
+          open_connections: s.plane?.transport.connections ?? 0,
+          known_peers: s.plane?.tunnel.peers ?? 0,
+          uptime_seconds: Math.floor((s.nowMs - s.startedMs) / 1000)
+        }))
     )
     return yield* supervise({ "ipc-server": ipc.failure, "registry-session": session.failure, "data-plane": dataPlane })
   }))

@@ -47,6 +47,8 @@ export interface DataPlaneOptions<E1, E2> {
   readonly beacon?: Pick<TunnelOptions<E1, E2>, "beacon" | "isRelayOnly" | "onPublicEndpoint" | "onBeaconNotify">
   /** Options of the built-in services (echo, …). */
   readonly services?: BuiltInServicesOptions
+  /** The tunnel's events (`tunnel.established`, `tunnel.rekey_gave_up`, …), e.g. to the event bus. */
+  readonly onTunnelEvent?: TunnelOptions<E1, E2>["onEvent"]
 }
 
 export interface DataPlane {
@@ -73,6 +75,7 @@ export const makeDataPlane = Effect.fnUntraced(function*<E1, E2>(options: DataPl
     endpointOf: options.endpointOf,
     onPacket: (packet) => transport.receive(packet),
     ...options.beacon,
+    ...(options.onTunnelEvent === undefined ? {} : { onEvent: options.onTunnelEvent }),
     ...(options.tunnelLimits === undefined ? {} : { limits: options.tunnelLimits })
   })
   below.tunnel = tunnel

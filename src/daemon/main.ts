@@ -31,6 +31,7 @@ const flags = {
   public: Flag.Boolean("public").pipe(Flag.withDescription("make this node public: anyone may resolve its endpoint"), Flag.optional),
   hostname: Flag.String("hostname").pipe(Flag.withDescription("hostname to register"), Flag.optional),
   http: Flag.String("http").pipe(Flag.withDescription("address for /health, /ready and /metrics (default: off)"), Flag.optional),
+  webhook: Flag.String("webhook").pipe(Flag.withDescription("POST every daemon event as JSON to this URL"), Flag.optional),
   trustAutoApprove: Flag.Boolean("trust-auto-approve").pipe(Flag.withDescription("approve every trust request"), Flag.optional),
   logLevel: Flag.Literals("log-level", LOG_LEVELS).pipe(Flag.withDescription("trace|debug|info|warn|error (default info)"), Flag.optional),
   logFormat: Flag.Literals("log-format", LOG_FORMATS).pipe(Flag.withDescription("text|json (default text)"), Flag.optional),
@@ -83,7 +84,8 @@ const resolveSettings = (given: FlagValues) =>
       hostname: yield* str("hostname", given.hostname),
       http: yield* optionalAddress("http", yield* str("http", given.http), source),
       public: Option.getOrElse(yield* bool("public", given.public), () => false),
-      trustAutoApprove: Option.getOrElse(yield* bool("trust-auto-approve", given.trustAutoApprove), () => false)
+      trustAutoApprove: Option.getOrElse(yield* bool("trust-auto-approve", given.trustAutoApprove), () => false),
+      webhook: yield* str("webhook", given.webhook)
     }
     const settings: Settings = {
       daemon,

@@ -7,6 +7,7 @@
  * and IPC sockets are bound and served) and `registered` (the registry has confirmed our entry). Before the
  * first registration there is no data plane yet: traffic figures are zero and `node_id` is 0.
  */
+import type { WebhookStats } from "../events/webhook.ts"
 import { formatAddr } from "../protocol/address.ts"
 import type { ConnectionInfo, TransportStats } from "../transport/transport.ts"
 import type { TunnelStats } from "../tunnel/tunnel-stats.ts"
@@ -25,6 +26,8 @@ export interface DaemonSnapshot {
   readonly dataDirectory: string
   /** Trust handshake requests waiting for a local decision (0 until the trust service runs). */
   readonly trustPending: number
+  /** The webhook's counters, when one is configured. */
+  readonly webhook?: WebhookStats | undefined
   /** Present once the data plane runs. */
   readonly plane: {
     readonly tunnel: TunnelStats
@@ -45,7 +48,9 @@ const traffic = (s: DaemonSnapshot) => {
     bytes_sent: tunnel?.bytes_sent ?? 0,
     bytes_recv: tunnel?.bytes_recv ?? 0,
     relay_peer_count: tunnel?.relay_peer_count ?? 0,
-    beacon_addr: tunnel?.beacon_addr ?? ""
+    beacon_addr: tunnel?.beacon_addr ?? "",
+    webhook_queue_dropped: s.webhook?.webhook_queue_dropped ?? 0,
+    webhook_circuit_skips: s.webhook?.webhook_circuit_skips ?? 0
   }
 }
 

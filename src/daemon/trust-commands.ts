@@ -16,8 +16,7 @@ import type { JsonObject } from "../protocol/length-prefixed.ts"
 import type { RegistryClient } from "../registry/client.ts"
 import type { Transport } from "../transport/transport.ts"
 import { type HandshakeService, makeHandshakeService } from "../trust/handshake-service.ts"
-import type { TrustState } from "../trust/trust-state.ts"
-import type { TrustPolicy } from "../trust/trust-state.ts"
+import type { TrustEvent, TrustPolicy, TrustState } from "../trust/trust-state.ts"
 import { makeTrustStore, type TrustStore } from "../trust/trust-store.ts"
 import { CommandFailure } from "./ipc-streams.ts"
 
@@ -37,6 +36,8 @@ export interface StartTrustOptions<E> {
   readonly registry: RegistryClient
   readonly registryKey: (nodeId: number) => Effect.Effect<Uint8Array | undefined, E>
   readonly tearDownTunnel?: (peer: number) => Effect.Effect<void>
+  /** Where trust events go (the daemon's event bus). */
+  readonly onEvent?: (event: TrustEvent) => Effect.Effect<void>
 }
 
 /** Opens the trust store and starts the handshake service in the caller's scope. */
@@ -54,7 +55,8 @@ export const startTrust = Effect.fnUntraced(function*<E>(options: StartTrustOpti
     store,
     registry: options.registry,
     registryKey: options.registryKey,
-    ...(options.tearDownTunnel === undefined ? {} : { tearDownTunnel: options.tearDownTunnel })
+    ...(options.tearDownTunnel === undefined ? {} : { tearDownTunnel: options.tearDownTunnel }),
+    ...(options.onEvent === undefined ? {} : { onEvent: options.onEvent })
   })
   const running: RunningTrust = { store, service }
   return running

@@ -362,7 +362,10 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
   const udp = socket.attach((datagram) => onDatagram(datagram))
   const beacon: BeaconLink | undefined = options.beacon === undefined ? undefined : makeBeaconLink(udp, options.beacon)
   let publicEndpoint: string | undefined
-  let lastDiscoverMs = Number.NEGATIVE_INFINITY
+  // Announce ourselves at once (queued until the writer runs): a peer's punch request for us fails until
+  // the beacon knows our endpoint, and would cost that peer a key-exchange retransmit on the relay.
+  beacon?.discover(ownNode)
+  let lastDiscoverMs = beacon === undefined ? Number.NEGATIVE_INFINITY : nowMs()
   // After the socket, so its fibers (dials, log lines) are interrupted before the socket closes.
   const background = yield* FiberSet.make<void, never>()
   const runBackground = yield* FiberSet.runtime(background)<never>()

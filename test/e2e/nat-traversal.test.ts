@@ -4,7 +4,7 @@
  * own NAT, driven by `pilotctl` through their IPC sockets.
  *
  * - Both NATs punchable: the daemons discover their public endpoints through the beacon, punch, and talk
- *   directly; `peers` says `relay: false` on both sides.
+ *   directly; `peers` says `relay: false` on both sides; `prefer-direct` resets the path and traffic goes on.
  * - UDP between the NATs blocked: the key exchange falls back to the relay after one unanswered attempt, a
  *   message and a 1 MB echo transfer succeed, `peers` says `relay: true`; once the block is lifted the
  *   probes find the direct path and both sides leave the relay.
@@ -105,6 +105,11 @@ describe.skipIf(!netnsAvailable())("NAT traversal in network namespaces (skipped
       assert.match(String(towardB.endpoint), new RegExp(`^${NAT2_WAN_IP.replaceAll(".", "\\.")}:`))
       const towardA = yield* awaitPeer(b.socket, a.nodeId, (p) => p.encrypted, "a session")
       assert.isFalse(towardA.relay, "bravo reaches alpha directly")
+
+      // prefer-direct resets the path (resolve, punch, key exchange again) without dropping the session.
+      const reset = okData(yield* ctl("prefer-direct", String(b.nodeId), "--json", "--socket", a.socket))
+      assert.deepStrictEqual(reset, { node_id: b.nodeId, had_tunnel: true, was_relay_active: false, was_relay_pinned: false, pila_pushed: true })
+      assert.strictEqual((yield* echo(a.socket, b.nodeId, "after the reset"))["response"], "after the reset")
 
       yield* stopAll([a, b])
       assert.strictEqual(yield* rendezvous.stop("SIGTERM"), 0)

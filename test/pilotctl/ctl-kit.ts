@@ -64,7 +64,7 @@ const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
  * A real `pilot-daemon` child process registered to the registry on `registryPort`, its home (identity, data
  * directory, socket) in `<dir>/<name>`, made public so that peers can reach it without a trust handshake.
  */
-export const startCtlDaemon = (dir: string, registryPort: number, name: string) =>
+export const startCtlDaemon = (dir: string, registryPort: number, name: string, extra: ReadonlyArray<string> = []) =>
   Effect.gen(function*() {
     const home = path.join(dir, name)
     fs.mkdirSync(home)
@@ -74,7 +74,8 @@ export const startCtlDaemon = (dir: string, registryPort: number, name: string) 
       "--listen", "127.0.0.1:0",
       "--socket", socket,
       "--identity", path.join(home, "identity.json"),
-      "--hostname", name
+      "--hostname", name,
+      ...extra
     ])
     const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
     assert.strictEqual(okData(yield* ctl("set-public", "--json", "--socket", socket))["visibility"], "public")
