@@ -8,12 +8,12 @@
  * moving, and a refused driver sees EOF instead of hanging in connect.
  */
 import { NodeSocket, NodeSocketServer } from "@effect/platform-node"
-import { Effect, Fiber, type FileSystem, Option, type Path, type Scope } from "effect"
+import { type Duration, Effect, Fiber, type FileSystem, Option, type Path, type Scope } from "effect"
 import type { PlatformError } from "effect/PlatformError"
 import type * as Socket from "effect/socket/Socket"
 import type { SocketServerError } from "effect/socket/SocketServer"
 import { type IpcClientSettings, type IpcDispatcher, serveIpcClient } from "./client.ts"
-import { installSocketFile } from "./socket-file.ts"
+import { installSocketFile, type IpcSocketFileLost } from "./socket-file.ts"
 import { type IpcServerStats, makeIpcCounters, snapshotIpcCounters } from "./stats.ts"
 
 export interface IpcServerOptions extends Partial<IpcClientSettings> {
@@ -21,13 +21,18 @@ export interface IpcServerOptions extends Partial<IpcClientSettings> {
   readonly path: string
   /** Clients served at once (default 1024). */
   readonly maxClients?: number
+  /** How often the socket file is checked to still be there and ours (default 2 s). */
+  readonly socketFileCheckInterval?: Duration.Input
 }
 
 export interface IpcServer {
   /** The socket file clients connect to. */
   readonly path: string
-  /** Completes only if the accept loop stops on its own: an essential-fiber failure for the supervisor. */
-  readonly failure: Effect.Effect<never, SocketServerError>
+  /**
+   * Completes only if the accept loop stops on its own or the socket file is lost (`socket-file.ts`): an
+   * essential-fiber failure for the supervisor.
+   */
+  readonly failure: Effect.Effect<never, SocketServerError | IpcSocketFileLost>
   readonly stats: Effect.Effect<IpcServerStats>
 }
 
@@ -44,7 +49,7 @@ export const makeIpcServer = <R>(
   dispatcher: IpcDispatcher<R>
 ): Effect.Effect<IpcServer, SocketServerError | PlatformError, R | Scope.Scope | FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
-    const { maxClients = 1024, path, ...overrides } = options
+    const { maxClients = 1024, path, socketFileCheckInterval = "2 seconds", ...overrides } = options
     const settings: IpcClientSettings = { ...DEFAULT_IPC_CLIENT_SETTINGS, ...overrides }
     const counters = makeIpcCounters()
     let nextClientId = 0
@@ -64,11 +69,11 @@ export const makeIpcServer = <R>(
         if (Option.isSome(net)) net.value.destroy()
       })
 
-    const server = yield* installSocketFile(path, (staged) => NodeSocketServer.make({ path: staged }))
-    const accepting = yield* Effect.forkScoped(server.run(acceptClient))
+    const installed = yield* installSocketFile(path, (staged) => NodeSocketServer.make({ path: staged }))
+    const accepting = yield* Effect.forkScoped(installed.listening.run(acceptClient))
     return {
       path,
-      failure: Fiber.join(accepting),
+      failure: Effect.raceFirst(Fiber.join(accepting), installed.watch(socketFileCheckInterval)),
       stats: Effect.sync(() => snapshotIpcCounters(counters))
     }
   })

@@ -10,13 +10,35 @@
  * When the scope closes the file is removed, but only if it is still ours (same inode): a newer daemon that has
  * since taken over the path keeps its socket. The removal is registered before the listener is created, so it
  * runs after the listener has closed (DESIGN.md §4 rule 4: close sockets → remove the IPC socket file).
+ *
+ * While it runs, `watch` checks the path: a socket file deleted (a tmp cleaner, an operator) or replaced by
+ * someone else leaves a daemon nobody can reach although its listener is fine. That is an essential failure —
+ * the supervisor (systemd, Kubernetes) restarts us and the file comes back — not something to limp on with.
  */
-import { Effect, FileSystem, Option, Path, type Scope } from "effect"
+import { Data, type Duration, Effect, FileSystem, Option, Path, type Scope } from "effect"
 import type { PlatformError } from "effect/PlatformError"
 
 /** Short on purpose: a Unix socket path is limited to ~107 bytes and the staging path is the target's dir + this. */
 const STAGING_PREFIX = ".ipc-"
 const STAGED_NAME = "s"
+
+export class IpcSocketFileLost extends Data.TaggedError("IpcSocketFileLost")<{
+  readonly path: string
+  readonly detail: string
+}> {
+  get code(): string {
+    return "ipc_socket_file_lost"
+  }
+  override get message(): string {
+    return `the IPC socket file ${this.path} ${this.detail}: clients cannot reach this daemon (hint: keep the socket out of directories that tmp cleaners sweep; a restart recreates it)`
+  }
+}
+
+export interface InstalledSocketFile<A> {
+  readonly listening: A
+  /** Fails once the file at the target is gone or no longer ours, checked every `interval`; never succeeds. */
+  readonly watch: (interval: Duration.Input) => Effect.Effect<never, IpcSocketFileLost>
+}
 
 /**
  * Runs `listen(stagingPath)` (which must bind a Unix socket at `stagingPath` in the current scope), then moves
@@ -25,7 +47,7 @@ const STAGED_NAME = "s"
 export const installSocketFile = <A, E, R>(
   target: string,
   listen: (stagingPath: string) => Effect.Effect<A, E, R>
-): Effect.Effect<A, E | PlatformError, R | FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+): Effect.Effect<InstalledSocketFile<A>, E | PlatformError, R | FileSystem.FileSystem | Path.Path | Scope.Scope> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
@@ -46,5 +68,15 @@ export const installSocketFile = <A, E, R>(
     installedInode = Option.getOrUndefined((yield* fs.stat(target)).ino)
     // The staging directory is empty now; nothing should litter the socket's directory while the daemon runs.
     yield* fs.remove(staging, { recursive: true, force: true })
-    return listening
+    const check = fs.stat(target).pipe(
+      Effect.mapError(() => new IpcSocketFileLost({ path: target, detail: "was removed" })),
+      Effect.flatMap((info) =>
+        Option.getOrUndefined(info.ino) === installedInode
+          ? Effect.void
+          : Effect.fail(new IpcSocketFileLost({ path: target, detail: "was replaced by another file" }))
+      )
+    )
+    const watch = (interval: Duration.Input): Effect.Effect<never, IpcSocketFileLost> =>
+      Effect.forever(Effect.andThen(Effect.sleep(interval), check))
+    return { listening, watch }
   })

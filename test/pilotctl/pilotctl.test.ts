@@ -16,8 +16,8 @@ const REGISTERED = /registered as node (\d+)/
 const EVERY_COMMAND = [
   "context", "health", "info", "peers", "connections", "lookup", "set-hostname", "clear-hostname", "find",
   "set-public", "set-private", "set-tags", "clear-tags", "deregister", "handshake", "pending", "approve", "reject",
-  "trust", "untrust", "disconnect", "connect", "send", "recv", "ping", "bench", "daemon start", "daemon stop",
-  "daemon status"
+  "trust", "untrust", "prefer-direct", "disconnect", "connect", "send", "recv", "ping", "bench", "daemon start",
+  "daemon stop", "daemon status", "send-message", "send-file", "inbox", "received", "subscribe", "publish"
 ]
 
 describe("pilotctl", () => {

@@ -51,13 +51,15 @@ export class LeakDetected extends Data.TaggedError("LeakDetected")<{
   }
 }
 
-const countResources = (): Map<string, number> => {
+/** Open Node handles by type (`process.getActiveResourcesInfo`). */
+export const countResources = (): Map<string, number> => {
   const counts = new Map<string, number>()
   for (const type of process.getActiveResourcesInfo()) counts.set(type, (counts.get(type) ?? 0) + 1)
   return counts
 }
 
-const grownResources = (
+/** Handle types with more open than in `before`, and by how many (`ignore`d types left out). */
+export const grownResources = (
   before: ReadonlyMap<string, number>,
   ignore: ReadonlySet<string>
 ): Record<string, number> => {
