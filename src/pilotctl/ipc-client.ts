@@ -14,7 +14,7 @@ import { Cause, Duration, Effect, Option, Queue, Result, type Scope } from "effe
 import * as net from "node:net"
 import { decodeIpcBody, encodeIpcFrame, type IpcMessage } from "../protocol/ipc.ts"
 import { makeFrameSplitter } from "../protocol/length-prefixed.ts"
-import { ctlError, type CtlError, isErrorCode } from "./errors.ts"
+import { ctlError, type CtlError, type ErrorCode, isErrorCode } from "./errors.ts"
 
 export const DEFAULT_SOCKET = "/tmp/pilot.sock"
 
@@ -22,10 +22,22 @@ const START_HINT = "start it with: pilotctl daemon start"
 
 type Reply<K extends IpcMessage["cmd"]> = Extract<IpcMessage, { readonly cmd: K }>
 
-/** An Error frame's text as a CLI error: `not_found: no such node` keeps its code, anything else is `internal`. */
+/**
+ * The daemon's own codes that are one of ours under another name: the trust service's refusals (`approve` /
+ * `reject` with no pending request, `untrust` of a node not trusted) are the `not_found` those commands document.
+ */
+const DAEMON_CODES: { readonly [code: string]: ErrorCode } = { no_pending_request: "not_found", not_trusted: "not_found" }
+
+/**
+ * An Error frame's text as a CLI error: `not_found: no such node` keeps its code, a daemon code in
+ * `DAEMON_CODES` becomes ours (the message keeps the daemon's), anything else is `internal`.
+ */
 export const daemonError = (message: string): CtlError => {
   const match = /^([a-z_]+): (.*)$/s.exec(message)
-  return match !== null && isErrorCode(match[1]!) ? ctlError(match[1], match[2]!) : ctlError("internal", `daemon: ${message}`)
+  if (match === null) return ctlError("internal", `daemon: ${message}`)
+  if (isErrorCode(match[1]!)) return ctlError(match[1], match[2]!)
+  const mapped = DAEMON_CODES[match[1]!]
+  return mapped !== undefined ? ctlError(mapped, message) : ctlError("internal", `daemon: ${message}`)
 }
 
 const connectError = (socketPath: string, error: NodeJS.ErrnoException): CtlError =>

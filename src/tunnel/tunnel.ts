@@ -494,7 +494,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
   /**
    * Resolves a peer's address through `endpointOf` (bounded), asks the beacon to punch both NATs, then —
    * after `punchLead`, so the punches have opened the peer's NAT — sends our key exchange there. A peer the
-   * registry calls relay-only is pinned to the relay instead.
+   * registry calls relay-only is pinned to the relay instead, and one without any address goes through it.
    */
   const dial = (nodeId: number, keyRequest: boolean): Effect.Effect<void> => {
     counters.endpoint_lookups++
@@ -517,6 +517,12 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
         const to = resolved ?? addressOf(nodeId, link)
         if (to === undefined) {
           counters.endpoint_lookup_failures++
+          // No address to punch (a private peer that does not trust us yet resolves to nothing): the relay
+          // is the only way to reach it now, rather than after an unanswered retransmit.
+          if (beacon !== undefined) {
+            step(nodeId, { _tag: "DirectPathSilent" })
+            relayKeyExchange(beacon, nodeId, keyRequest)
+          }
           return Effect.void
         }
         link.address = to
