@@ -32,6 +32,7 @@ import { makeIpcServer } from "../ipc/server.ts"
 import { supervise } from "../lifecycle/supervisor.ts"
 import { formatHostPort, type HostPort } from "../platform/host-port.ts"
 import { serveOpsHttp } from "../platform/ops-http.ts"
+import { makeSystemdNotifier } from "../platform/systemd-notify.ts"
 import { VERSION } from "../platform/version.ts"
 import { makeRegistryClient } from "../registry/client.ts"
 import { resolveInetAddress } from "../net/resolve.ts"
@@ -45,6 +46,8 @@ import { makeRegistryCommands } from "./registry-commands.ts"
 import { makeTrustCommands, pendingCount, type RunningTrust, startTrust } from "./trust-commands.ts"
 import { makeRegistryDirectory } from "./registry-directory.ts"
 import { makeRegistrySession } from "./registry-session.ts"
+import { daemonProbes, renderDaemonMetrics } from "./metrics.ts"
+import { runRxWatchdog, type RxWatchdogState } from "./rx-watchdog.ts"
 import { type DaemonSnapshot, healthJson, infoJson } from "./status.ts"
 
 export interface DaemonSettings {
@@ -145,9 +148,11 @@ export const runDaemon = (settings: DaemonSettings) =>
     const ipcScope = yield* Scope.fork(outer)
     const ipc = yield* makeIpcServer({ path: settings.socketPath }, dispatcher).pipe(Scope.provide(ipcScope))
     accepting = true
-    yield* Effect.logInfo("pilot-daemon accepting").pipe(
-      Effect.annotateLogs({ udp: formatHostPort({ host: socket.address.address.toString(), port: udpPort }), socket: ipc.path })
-    )
+    const udpText = formatHostPort({ host: socket.address.address.toString(), port: udpPort })
+    yield* Effect.logInfo("pilot-daemon accepting").pipe(Effect.annotateLogs({ udp: udpText, socket: ipc.path }))
+    // systemd (Type=notify): ready once inbound works (rule 3: not waiting on the registry); no-op without NOTIFY_SOCKET.
+    const notifier = makeSystemdNotifier()
+    yield* notifier.ready(`accepting on ${udpText}; registering`)
 
     if (beacon !== undefined && Option.isNone(settings.endpoint)) {
       // Bounded, and after "accepting": the IPC socket already answers while we wait for the beacon.
@@ -221,13 +226,42 @@ export const runDaemon = (settings: DaemonSettings) =>
         onEvent: ({ name, ...data }) => events.publish(name, data)
       }).pipe(Scope.provide(planeScope))
       yield* Effect.logInfo("data plane running").pipe(Effect.annotateLogs({ node_id: nodeId }))
+      yield* notifier.status(`registered as node ${nodeId}; data plane running`)
       return yield* built.failure
     })
 
-    const ready = Effect.map(snapshot, (s) => ({ ok: s.accepting && s.session.registered !== undefined, details: healthJson(s) }))
-    const live = Effect.map(snapshot, (s) => ({ ok: s.accepting, details: healthJson(s) }))
+    let watchdogState: RxWatchdogState | undefined
+    const rxWatchdog = runRxWatchdog({
+      dataDirectory: nodePath.dirname(settings.identityPath),
+      sample: Effect.gen(function*() {
+        const current = plane
+        if (current === undefined) return undefined
+        const state = yield* session.state
+        const nowMs = yield* Clock.currentTimeMillis
+        const tunnel = current.tunnel.stats()
+        return { pktsRecv: tunnel.pkts_recv, pktsSent: tunnel.pkts_sent, consecutiveDialTimeouts: 0, uptimeMs: nowMs - startedMs, registryLastOkMs: state.lastOkMillis }
+      }),
+      // Soft recovery (reference §12): tell the beacon our endpoint again and register again at once.
+      softRecover: Effect.suspend(() => {
+        plane?.tunnel.rediscover()
+        return session.reregister
+      }),
+      onState: (state) => void (watchdogState = state)
+    })
+
+    const probes = Effect.map(snapshot, daemonProbes)
     if (Option.isSome(settings.http)) {
-      const bound = yield* serveOpsHttp(settings.http.value, { health: live, ready })
+      const bound = yield* serveOpsHttp(settings.http.value, {
+        health: Effect.map(probes, (p) => p.health),
+        ready: Effect.map(probes, (p) => p.ready),
+        metrics: {
+          render: Effect.gen(function*() {
+            const s = yield* snapshot
+            const monotonicNowMs = Number(yield* Clock.monotonicTimeNanos) / 1e6
+            return renderDaemonMetrics({ snapshot: s, monotonicNowMs, ipc: yield* ipc.stats, ...(watchdogState === undefined ? {} : { watchdog: watchdogState }) })
+          })
+        }
+      })
       const text = bound._tag === "UnixPathAddress" ? bound.path : formatHostPort({ host: bound.address.toString(), port: bound.port })
       yield* Effect.logInfo("health and metrics served").pipe(Effect.annotateLogs({ http: text }))
     }
@@ -247,5 +281,9 @@ export const runDaemon = (settings: DaemonSettings) =>
           uptime_seconds: Math.floor((s.nowMs - s.startedMs) / 1000)
         }))
     )
-    return yield* supervise({ "ipc-server": ipc.failure, "registry-session": session.failure, "data-plane": dataPlane })
+    // Added last, so it runs first at shutdown: systemd shows "deactivating" while the rest stops (bounded, 5 s).
+    yield* Effect.addFinalizer(() => notifier.stopping("shutting down"))
+    // Liveness pings when the unit sets WatchdogSec= (returns at once otherwise): only while /health would be ok.
+    yield* Effect.forkScoped(notifier.watchdog(Effect.map(probes, (p) => p.health.ok)))
+    return yield* supervise({ "ipc-server": ipc.failure, "registry-session": session.failure, "data-plane": dataPlane, "rx-watchdog": rxWatchdog })
   }))

@@ -31,7 +31,7 @@
  * first ID; a later registration under another ID (a registry that lost its state) is logged at Warning and shown
  * in `state`.
  */
-import { Clock, Deferred, Duration, Effect, Fiber, Random, Result } from "effect"
+import { Clock, Deferred, Duration, Effect, Fiber, Option, Queue, Random, Result } from "effect"
 import type { Identity } from "../crypto/identity.ts"
 import { addBoundedFinalizer } from "../lifecycle/bounded.ts"
 import { type EssentialFiberFailed, supervise } from "../lifecycle/supervisor.ts"
@@ -95,6 +95,8 @@ export interface RegistrySession {
   readonly nodeId: Effect.Effect<number>
   /** Fails if the publisher ever ends (a defect: it retries every failure); never succeeds. */
   readonly failure: Effect.Effect<never, EssentialFiberFailed>
+  /** Registers again now instead of at the next heartbeat (the receive watchdog's soft recovery). */
+  readonly reregister: Effect.Effect<void>
 }
 
 type CallError = RegistryUnavailable | RegistryRejected | DecodeError
@@ -119,6 +121,7 @@ export const makeRegistrySession = Effect.fnUntraced(function*(options: Registry
   // The ID to retract at shutdown: the last one the registry assigned, kept while re-registering.
   let retractId: number | undefined
   const firstNodeId = yield* Deferred.make<number>()
+  const reregisterNow = yield* Queue.dropping<void>(1)
 
   const succeeded = Effect.flatMap(Clock.currentTimeMillis, (now) =>
     Effect.sync(() => {
@@ -184,7 +187,11 @@ export const makeRegistrySession = Effect.fnUntraced(function*(options: Registry
     Effect.gen(function*() {
       let missed = 0
       while (true) {
-        yield* Effect.sleep(heartbeatInterval)
+        const woken = yield* Queue.take(reregisterNow).pipe(Effect.timeoutOption(heartbeatInterval))
+        if (Option.isSome(woken)) {
+          yield* Effect.logInfo("registering again on request")
+          return
+        }
         const outcome = yield* Effect.result(heartbeat(nodeId))
         if (Result.isSuccess(outcome)) {
           missed = 0
@@ -229,7 +236,8 @@ export const makeRegistrySession = Effect.fnUntraced(function*(options: Registry
   const session: RegistrySession = {
     state: Effect.sync(() => ({ registered, lastOkMillis, consecutiveFailures, lastError })),
     nodeId: Deferred.await(firstNodeId),
-    failure: Fiber.join(publisher)
+    failure: Fiber.join(publisher),
+    reregister: Effect.sync(() => void Queue.offerUnsafe(reregisterNow, undefined))
   }
   return session
 })

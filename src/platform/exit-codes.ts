@@ -17,11 +17,30 @@ export const ExitCode = {
   /** An essential fiber (a listener, the data plane, the HTTP health server) failed while running. */
   essentialFailed: 4,
   /** Graceful shutdown overran its deadline and the process was ended by force. */
-  shutdownOverran: 5
+  shutdownOverran: 5,
+  /**
+   * The receive watchdog found the daemon wedged (sending, not receiving) after its soft recoveries and asks the
+   * supervisor for a restart (reference §12 uses 86). Guarded against restart loops: at most 3 in 2 hours.
+   */
+  watchdogRestart: 86
 } as const
 
-/** Errors that mean "could not start", by tag. */
-const STARTUP_FAILURES = new Set(["SocketServerError", "SnapshotUnreadable", "IdentityError", "StoreError", "HttpServerError", "ConfigError"])
+/**
+ * Errors that mean "could not start", by tag: failures that reach the top unwrapped only while starting (at
+ * run time the same kinds arrive wrapped in `EssentialFiberFailed`) — a port in use (TCP, UDP, HTTP),
+ * unreadable state, a name that does not resolve.
+ */
+const STARTUP_FAILURES = new Set([
+  "SocketServerError",
+  "DatagramSocketError",
+  "ServeError",
+  "SnapshotUnreadable",
+  "IdentityError",
+  "StoreError",
+  "HttpServerError",
+  "ConfigError",
+  "UnresolvableAddress"
+])
 
 export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
   if (Exit.isSuccess(exit)) return ExitCode.ok
@@ -32,7 +51,17 @@ export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
     if (Runtime.errorExitCode in error && typeof error[Runtime.errorExitCode] === "number") return error[Runtime.errorExitCode]
     if (isCliError(error)) return ExitCode.usage
     const tag = (error as { readonly _tag?: unknown })._tag
-    if (tag === "EssentialFiberFailed") return ExitCode.essentialFailed
+    if (tag === "EssentialFiberFailed") {
+      // An essential fiber that ended asking for a specific code (the receive watchdog's restart) keeps it.
+      const inner = (error as { readonly cause?: unknown }).cause
+      if (Cause.isCause(inner)) {
+        const own = Cause.squash(inner)
+        if (typeof own === "object" && own !== null && Runtime.errorExitCode in own && typeof own[Runtime.errorExitCode] === "number") {
+          return own[Runtime.errorExitCode]
+        }
+      }
+      return ExitCode.essentialFailed
+    }
     if (typeof tag === "string" && STARTUP_FAILURES.has(tag)) return ExitCode.startup
   }
   return ExitCode.failure

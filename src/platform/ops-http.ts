@@ -2,8 +2,10 @@
  * The operations HTTP endpoint every binary can serve (`--http ADDR`):
  * - `GET /health` — liveness: 200 while the component's essential parts are alive now, 503 otherwise;
  * - `GET /ready` — readiness: 200 once the component does its job (e.g. a daemon is registered);
- * - `GET /metrics` — Prometheus text exposition of every metric in the process.
+ * - `GET /metrics` — Prometheus text exposition of every metric in the process: Effect's Metric registry,
+ *   followed by the component's own text (`OpsProbes.metrics`, e.g. the daemon's snapshot-rendered figures).
  * Probes report live state computed on each request, never a latch set once at start (DESIGN.md §4 rule 5).
+ * A probe's `status` field is always the verdict ("ok" / "failing"), whatever its details carry.
  */
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Effect, Layer } from "effect"
@@ -22,14 +24,34 @@ export interface ProbeReport {
 export interface OpsProbes {
   readonly health: Effect.Effect<ProbeReport>
   readonly ready: Effect.Effect<ProbeReport>
+  /**
+   * Optional metrics of the component: `collect` runs first on each scrape (to refresh gauges in the Metric
+   * registry from a snapshot), then the registry is formatted, then `render`'s text (exposition format 0.0.4,
+   * metric names that do not collide with the registry's) is appended.
+   */
+  readonly metrics?: {
+    readonly collect?: Effect.Effect<void>
+    readonly render?: Effect.Effect<string>
+  }
 }
+
+/** The `/metrics` body: the registry's exposition, then the component's own. */
+export const metricsText = (metrics: OpsProbes["metrics"]): Effect.Effect<string> =>
+  Effect.gen(function*() {
+    if (metrics?.collect !== undefined) yield* metrics.collect
+    const registry = yield* PrometheusMetrics.format()
+    if (metrics?.render === undefined) return registry
+    const own = yield* metrics.render
+    if (registry.length === 0) return own
+    return registry.endsWith("\n") ? registry + own : `${registry}\n${own}`
+  })
 
 const probeRoute = (path: "/health" | "/ready", probe: Effect.Effect<ProbeReport>) =>
   HttpRouter.add(
     "GET",
     path,
     Effect.flatMap(probe, (report) =>
-      HttpServerResponse.json({ status: report.ok ? "ok" : "failing", ...report.details }, { status: report.ok ? 200 : 503 }))
+      HttpServerResponse.json({ ...report.details, status: report.ok ? "ok" : "failing" }, { status: report.ok ? 200 : 503 }))
   )
 
 /**
@@ -43,7 +65,7 @@ export const serveOpsHttp = Effect.fnUntraced(function*(address: HostPort, probe
     HttpRouter.add(
       "GET",
       "/metrics",
-      Effect.map(PrometheusMetrics.format(), (text) =>
+      Effect.map(metricsText(probes.metrics), (text) =>
         HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" }))
     )
   )

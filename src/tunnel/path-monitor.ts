@@ -6,7 +6,10 @@
  *
  * Rules:
  * - Silent path (the reference's blackhole heuristic): `SILENT_SENDS` or more packets sent directly since
- *   the last authenticated direct receive, the first of them more than `SILENT_AFTER_MS` ago → relay.
+ *   the last authenticated direct receive, the first of them more than `SILENT_AFTER_MS` ago → relay, and the
+ *   peer's address is looked up again; without a beacon, the address is looked up again and our key exchange
+ *   sent there (a peer that restarted on another port is otherwise lost: our session points at a dead
+ *   endpoint and nothing from the new process can ever decrypt under it).
  * - Upgrade: `RESTORE_AFTER_DIRECT_DECRYPTS` authenticated (decrypted, replay-checked) packets received
  *   directly while relayed → direct again. Relay-delivered packets never count: the beacon could fake the
  *   path, not the AEAD.
@@ -17,9 +20,10 @@
  *
  * Decisions where the reference is silent: the reference clears the relay flag after 3 *consecutive* direct
  * packets; relayed packets interleave with probes here, so they neither count nor reset the count. The
- * reference also sends a relay copy of every first key exchange; that copy usually wins the race against
+ * reference sends a relay copy of every first key exchange at once; that copy usually wins the race against
  * a direct frame still waiting for the NAT to be punched, which put every first contact on the relay. We
- * punch first and let the key exchange's own retransmit fall back to the relay (`key-exchange.ts`).
+ * punch first and send the relay copy only if the direct attempt is still unanswered a second later
+ * (`tunnel.ts`, `relayCopyAfter`); the key exchange's retransmit falls back to the relay as well.
  */
 
 /** Direct sends without an answer before the path counts as silent. */

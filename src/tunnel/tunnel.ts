@@ -112,6 +112,8 @@ export interface TunnelLimits {
   readonly discoverIntervalMs: number
   /** Between a punch request and the direct frames that follow it: the beacon's commands travel first. */
   readonly punchLead: Duration.Input
+  /** A first key exchange still unanswered this long after its direct send gets a copy through the relay. */
+  readonly relayCopyAfter: Duration.Input
 }
 
 export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
@@ -126,7 +128,8 @@ export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
   peerTable: DEFAULT_PEER_TABLE_LIMITS,
   udpSendQueue: 8192,
   discoverIntervalMs: 25_000,
-  punchLead: "300 millis"
+  punchLead: "300 millis",
+  relayCopyAfter: "1 second"
 }
 
 /** A core event with the peer it is about (the event bus comes later; `onEvent` is the in-process hook). */
@@ -238,6 +241,8 @@ export interface Tunnel {
    * (resolve, punch, our key exchange). The session is kept, so traffic keeps flowing meanwhile.
    */
   readonly preferDirect: (nodeId: number) => PreferDirectResult
+  /** Tells the beacon our endpoint again now (the receive watchdog's soft recovery); no-op without a beacon. */
+  readonly rediscover: () => void
   /** Waits (at most `timeout`) until every queued datagram went out: a shutdown's last words. */
   readonly drain: (timeout: Duration.Input) => Effect.Effect<void>
   /** The essential loops, for the owner's supervisor; nothing is received or sent until they run. */
@@ -438,7 +443,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     const to = link.address
     if (to === undefined) return false
     // Only the first few unanswered sends matter to the silent-path rule: no clock read per packet after.
-    if (beacon !== undefined && link.path.unansweredSends < SILENT_SENDS) link.path = directSent(link.path, nowMs())
+    if (link.path.unansweredSends < SILENT_SENDS) link.path = directSent(link.path, nowMs())
     return transmit(frame, to)
   }
 
@@ -493,8 +498,9 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
 
   /**
    * Resolves a peer's address through `endpointOf` (bounded), asks the beacon to punch both NATs, then —
-   * after `punchLead`, so the punches have opened the peer's NAT — sends our key exchange there. A peer the
-   * registry calls relay-only is pinned to the relay instead, and one without any address goes through it.
+   * after `punchLead`, so the punches have opened the peer's NAT — sends our key exchange there, and a copy
+   * through the relay if it is still unanswered `relayCopyAfter` later. A peer the registry calls relay-only
+   * is pinned to the relay instead, and one without any address goes through it at once.
    */
   const dial = (nodeId: number, keyRequest: boolean): Effect.Effect<void> => {
     counters.endpoint_lookups++
@@ -528,7 +534,16 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
         link.address = to
         if (beacon === undefined) return Effect.sync(() => directKeyExchange(to, keyRequest))
         beacon.punchRequest(ownNode, nodeId)
-        return Effect.sleep(limits.punchLead).pipe(Effect.andThen(Effect.sync(() => directKeyExchange(to, keyRequest))))
+        return Effect.sleep(limits.punchLead).pipe(
+          Effect.andThen(Effect.sync(() => directKeyExchange(to, keyRequest))),
+          Effect.andThen(Effect.sleep(limits.relayCopyAfter)),
+          Effect.andThen(Effect.sync(() => {
+            // Still no session: the NATs may not be punchable. A relay copy lets the peer answer through the
+            // beacon now rather than after the 4 s retransmit; a punched path was answered long before this.
+            const current = links.get(nodeId)
+            if (current !== undefined && current.session === undefined) relayKeyExchange(beacon, nodeId, keyRequest)
+          }))
+        )
       })
     )
   }
@@ -870,22 +885,51 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
       }))
     )
 
-  /** The path layer's tick: announce ourselves to the beacon, move silent peers to the relay, probe relayed ones. */
-  const watchPaths = (relay: BeaconLink, now: number): void => {
-    if (now - lastDiscoverMs >= limits.discoverIntervalMs) {
+  /** Asks `endpointOf` for the peer's current address (bounded) and uses it for direct frames from now on. */
+  const refreshAddress = (nodeId: number): Effect.Effect<void> =>
+    options.endpointOf(nodeId).pipe(
+      Effect.timeout(limits.lookupTimeout),
+      Effect.catch(() => Effect.succeed(undefined)),
+      Effect.map((resolved) => {
+        const link = links.get(nodeId)
+        if (link !== undefined && resolved !== undefined) link.address = resolved
+      })
+    )
+
+  /**
+   * A peer silent on its direct path — it may have restarted elsewhere (a new port: the session we hold is
+   * dead and nothing from it will ever arrive), or the path broke. With a beacon it goes to the relay (where a
+   * restarted peer answers our traffic with a key request) and its address is looked up again for the probes;
+   * without one, we look it up again and send it our key exchange there.
+   */
+  const onSilentPath = (nodeId: number, link: PeerLink): void => {
+    if (beacon !== undefined) {
+      step(nodeId, { _tag: "DirectPathSilent" })
+      runBackground(refreshAddress(nodeId))
+      return
+    }
+    link.path = relayChanged(link.path)
+    link.pathReset = true
+    log("Info", "peer silent on its direct path: resolving it again", nodeId)
+    sendKeyExchange(nodeId, true, "direct", undefined)
+  }
+
+  /** The path layer's tick: announce ourselves to the beacon, act on silent peers, probe relayed ones. */
+  const watchPaths = (now: number): void => {
+    if (beacon !== undefined && now - lastDiscoverMs >= limits.discoverIntervalMs) {
       lastDiscoverMs = now
-      relay.discover(ownNode)
+      beacon.discover(ownNode)
     }
     for (const [nodeId, link] of links) {
       const verdict = pathVerdict(
         link.path,
-        { relayed: link.relay, hasDirectAddress: link.session !== undefined && link.address !== undefined },
+        { relayed: relayed(link), hasDirectAddress: link.session !== undefined && link.address !== undefined },
         now
       )
-      if (verdict === "go_relay") step(nodeId, { _tag: "DirectPathSilent" })
-      else if (verdict === "probe") {
+      if (verdict === "go_relay") onSilentPath(nodeId, link)
+      else if (verdict === "probe" && beacon !== undefined) {
         link.path = probed(link.path, now)
-        runBackground(probeRound(relay, nodeId))
+        runBackground(probeRound(beacon, nodeId))
       }
     }
   }
@@ -895,7 +939,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     for (const { actions, nodeId } of table.tick(now)) perform(nodeId, actions)
     // The table forgets peers left with nothing without telling anyone: follow it.
     for (const nodeId of links.keys()) if (table.get(nodeId) === undefined) links.delete(nodeId)
-    if (beacon !== undefined) watchPaths(beacon, now)
+    watchPaths(now)
     sendKeepalives(now)
     reassembler.sweep(now)
     kxBuckets.prune(now)
@@ -954,6 +998,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
     send,
     stats,
     preferDirect,
+    rediscover: () => beacon?.discover(ownNode),
     drain: udp.drain,
     loops: {
       "tunnel-udp-reader": udp.reader,

@@ -192,6 +192,22 @@ describe("registry session", () => {
       assert.strictEqual((yield* session.state).registered?.nodeId, nodeId)
     })))
 
+  it.live("reregister registers again at once, long before the next heartbeat is due", () =>
+    expectNoLeaks(Effect.gen(function*() {
+      const { port } = yield* startRegistry()
+      const logs = makeLogCapture()
+      const session = yield* makeRegistrySession(sessionOptions(port, { heartbeatInterval: "1 hour" })).pipe(
+        Effect.provide(logs.layer)
+      )
+      const nodeId = yield* session.nodeId.pipe(Effect.timeout("5 seconds"))
+      const registrations = () => logs.at("Info").filter((line) => line.message.startsWith(`registered as node ${nodeId}`)).length
+      // The node ID is handed out a moment before the line is logged.
+      yield* eventually(Effect.sync(() => registrations() === 1), "5 seconds")
+      yield* session.reregister
+      yield* eventually(Effect.sync(() => registrations() === 2), "5 seconds")
+      assert.isTrue(logs.at("Info").some((line) => line.message === "registering again on request"))
+    })))
+
   it.live("registers again at once with a fresh registry on the same port (node_not_found)", () =>
     expectNoLeaks(Effect.gen(function*() {
       const first = yield* Scope.make()
