@@ -45,7 +45,7 @@ import { CommandFailure, makeIpcStreams } from "./ipc-streams.ts"
 import { makeRegistryCommands } from "./registry-commands.ts"
 import { makeTrustCommands, pendingCount, type RunningTrust, startTrust } from "./trust-commands.ts"
 import { makeRegistryDirectory } from "./registry-directory.ts"
-import { makeRegistrySession } from "./registry-session.ts"
+import { makeRegistrySession, type RegistrySession } from "./registry-session.ts"
 import { daemonProbes, renderDaemonMetrics } from "./metrics.ts"
 import { runRxWatchdog, type RxWatchdogState } from "./rx-watchdog.ts"
 import { type DaemonSnapshot, healthJson, infoJson } from "./status.ts"
@@ -96,13 +96,13 @@ export const runDaemon = (settings: DaemonSettings) =>
     const udpPort = socket.address.port
     const beacon = Option.isSome(settings.beacon) ? yield* resolveInetAddress(settings.beacon.value) : undefined
     let endpoint = Option.getOrElse(settings.endpoint, () => `:${udpPort}`)
-    const hostname = Option.getOrUndefined(settings.hostname)
+    let hostname = Option.getOrUndefined(settings.hostname)
 
     let accepting = false
     let plane: DataPlane | undefined
     let trust: RunningTrust | undefined
     // Forward reference: the dispatcher is served before the session exists (rule 3), and reads it lazily.
-    const late: { session?: { readonly state: Effect.Effect<DaemonSnapshot["session"]> } } = {}
+    const late: { session?: Pick<RegistrySession, "state" | "setHostname"> } = {}
     const snapshot = Effect.gen(function*() {
       const nowMs = yield* Clock.currentTimeMillis
       const session = late.session === undefined
@@ -132,7 +132,15 @@ export const runDaemon = (settings: DaemonSettings) =>
 
     // Commands that need the registry use a client of their own: never queued behind lookups or the session.
     const commandRegistry = yield* makeRegistryClient({ ...settings.registry, callTimeout: "5 seconds" })
-    const registryCommands = makeRegistryCommands({ registry: commandRegistry, identity, nodeId: () => ownNodeId })
+    const registryCommands = makeRegistryCommands({
+      registry: commandRegistry,
+      identity,
+      nodeId: () => ownNodeId,
+      onHostnameSet: (name) => {
+        hostname = name === "" ? undefined : name
+        late.session?.setHostname(hostname)
+      }
+    })
     const dispatcher = makeIpcCommands({
       health: Effect.map(snapshot, healthJson),
       info: Effect.map(snapshot, infoJson),

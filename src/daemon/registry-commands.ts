@@ -34,6 +34,8 @@ export interface RegistryCommandsOptions {
   readonly identity: Identity
   /** Our node ID, or `undefined` before the first registration. */
   readonly nodeId: () => number | undefined
+  /** Told the hostname the registry accepted (`""`: cleared), so later registrations keep it. */
+  readonly onHostnameSet?: (hostname: string) => void
 }
 
 export const makeRegistryCommands = (options: RegistryCommandsOptions): RegistryCommands => {
@@ -71,6 +73,7 @@ export const makeRegistryCommands = (options: RegistryCommandsOptions): Registry
       signed("set_hostname", setHostnameChallenge, { hostname }).pipe(
         Effect.tap((reply) =>
           Effect.sync(() => {
+            options.onHostnameSet?.(hostname)
             resolved.delete(hostname)
             for (const [name, entry] of resolved) if (entry.reply["node_id"] === reply["node_id"]) resolved.delete(name)
           })

@@ -97,6 +97,11 @@ export interface RegistrySession {
   readonly failure: Effect.Effect<never, EssentialFiberFailed>
   /** Registers again now instead of at the next heartbeat (the receive watchdog's soft recovery). */
   readonly reregister: Effect.Effect<void>
+  /**
+   * The hostname every later registration carries (`pilotctl set-hostname` changed it at the registry; a
+   * re-registration with the old one would silently undo that). `undefined`: none.
+   */
+  readonly setHostname: (hostname: string | undefined) => void
 }
 
 type CallError = RegistryUnavailable | RegistryRejected | DecodeError
@@ -121,6 +126,7 @@ export const makeRegistrySession = Effect.fnUntraced(function*(options: Registry
   // The ID to retract at shutdown: the last one the registry assigned, kept while re-registering.
   let retractId: number | undefined
   const firstNodeId = yield* Deferred.make<number>()
+  let hostname = options.hostname
   const reregisterNow = yield* Queue.dropping<void>(1)
 
   const succeeded = Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -140,7 +146,7 @@ export const makeRegistrySession = Effect.fnUntraced(function*(options: Registry
       type: "register",
       listen_addr: options.listenAddr,
       public_key: identity.publicKeyBase64,
-      ...(options.hostname === undefined ? {} : { hostname: options.hostname }),
+      ...(hostname === undefined ? {} : { hostname }),
       ...(options.version === undefined ? {} : { version: options.version }),
       ...(options.relayOnly === true ? { relay_only: true } : {}),
       signature: identity.signChallenge(registerChallenge(options.listenAddr, identity.publicKeyBase64))
@@ -237,7 +243,10 @@ export const makeRegistrySession = Effect.fnUntraced(function*(options: Registry
     state: Effect.sync(() => ({ registered, lastOkMillis, consecutiveFailures, lastError })),
     nodeId: Deferred.await(firstNodeId),
     failure: Fiber.join(publisher),
-    reregister: Effect.sync(() => void Queue.offerUnsafe(reregisterNow, undefined))
+    reregister: Effect.sync(() => void Queue.offerUnsafe(reregisterNow, undefined)),
+    setHostname: (name) => {
+      hostname = name
+    }
   }
   return session
 })

@@ -208,6 +208,24 @@ describe("registry session", () => {
       assert.isTrue(logs.at("Info").some((line) => line.message === "registering again on request"))
     })))
 
+  it.live("a hostname changed at run time is the one later registrations carry", () =>
+    expectNoLeaks(Effect.gen(function*() {
+      const { client, port } = yield* startRegistry()
+      const registry = yield* client()
+      const logs = makeLogCapture()
+      const options = sessionOptions(port, { hostname: "before", heartbeatInterval: "1 hour" })
+      const session = yield* makeRegistrySession(options).pipe(Effect.provide(logs.layer))
+      const nodeId = yield* session.nodeId.pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual((yield* registry.call({ type: "lookup", node_id: nodeId }))["hostname"], "before")
+
+      session.setHostname("after")
+      yield* session.reregister
+      yield* eventually(
+        Effect.map(registry.call({ type: "lookup", node_id: nodeId }), (entry) => entry["hostname"] === "after"),
+        "5 seconds"
+      )
+    })))
+
   it.live("registers again at once with a fresh registry on the same port (node_not_found)", () =>
     expectNoLeaks(Effect.gen(function*() {
       const first = yield* Scope.make()
