@@ -64,10 +64,15 @@ const isolatedMachine = Effect.gen(function*() {
   const hostTmp = path.join(scratch, "tmp")
   fs.mkdirSync(path.join(hostTmp, "home"), { recursive: true, mode: 0o700 })
   fs.chmodSync(hostTmp, 0o1777)
+  // A checkout under /tmp (CI may clone there) would vanish under the scratch /tmp: bind it back at its own
+  // path inside the scratch directory first, and cover /tmp recursively so that mount comes along.
+  const repoInTmp = path.relative("/tmp", repoRoot)
+  const keepRepo = repoInTmp.startsWith("..") || path.isAbsolute(repoInTmp) ? "" : repoInTmp
+  if (keepRepo !== "") fs.mkdirSync(path.join(hostTmp, keepRepo), { recursive: true })
   const holder = yield* startCommand([
     "unshare", "--net", "--mount", "--", "sh", "-c",
-    "ip link set lo up && mount --bind \"$1\" /tmp && echo ready && exec sleep 3600",
-    "sh", hostTmp
+    "ip link set lo up && if [ -n \"$3\" ]; then mount --bind \"$2\" \"$1/$3\"; fi && mount --rbind \"$1\" /tmp && echo ready && exec sleep 3600",
+    "sh", hostTmp, repoRoot, keepRepo
   ])
   yield* holder.waitForLine(/^ready$/, "10 seconds")
   const enter = (argv: ReadonlyArray<string>) => ["nsenter", `--target=${holder.pid}`, "--net", "--mount", `--wd=${repoRoot}`, "--", ...argv]
