@@ -3,19 +3,22 @@
  * registry session, then the data plane once registered, all supervised.
  *
  * Startup (rule 3: inbound reachability never waits on outbound work): load or create the identity → bind
- * the UDP socket → bind and serve the IPC socket (logged as "accepting") → start the registry session in the
- * background, registering `--endpoint` or `:<bound UDP port>` (the registry fills in the IP it sees) → once
- * the first registration assigns our node ID, build the tunnel and transport on the ALREADY-BOUND socket
+ * the UDP socket → bind and serve the IPC socket (logged as "accepting"; systemd READY=1) → ask the beacon
+ * which endpoint it sees (bounded; `--endpoint` skips it) → start the registry session in the background,
+ * registering that endpoint or `:<bound UDP port>` (the registry fills in the IP it sees) → once the first
+ * registration assigns our node ID, build the tunnel and transport on the ALREADY-BOUND socket
  * (`bindTunnelSocket`): the tunnel needs the node ID, the socket must not wait for it.
  *
- * Supervision (rule 5): the IPC accept loop, the registry publisher and the data plane (which waits for the
- * node ID, then its own loops) are essential; the first to end abnormally ends the daemon with
- * `EssentialFiberFailed` (exit code 4).
+ * Supervision (rule 5): the IPC server (accept loop and socket-file check), the registry publisher, the data
+ * plane (which waits for the node ID, then its own loops) and the receive watchdog are essential; the first
+ * to end abnormally ends the daemon with `EssentialFiberFailed` (exit code 4; the watchdog's restart request
+ * keeps its own, 86).
  *
- * Shutdown (rule 4, as far as the pieces allow), by finalizer order: IPC stops accepting, its clients close
- * and the socket file is removed (the IPC server does all three together, so the file goes first rather than
- * last) → open connections are reset and the data plane's loops joined → the registry publisher is joined
- * and the entry retracted (bounded) → the UDP socket closes.
+ * Shutdown (rule 4), by finalizer order: `daemon.shutting_down` is published and systemd told STOPPING=1 →
+ * IPC stops accepting and its clients close → open connections are reset and the data plane's loops joined
+ * (the trust store's final save with them) → the registry publisher is joined and the entry retracted
+ * (bounded) → the UDP socket closes → the webhook drains and the event bus closes → the IPC socket file is
+ * removed, last of all.
  *
  * IPC (`ipc-commands.ts`): `Health` and `Info` are answered from live state without touching the registry;
  * streams and datagrams go through the transport once the data plane runs; registry-backed commands use a
@@ -85,6 +88,8 @@ export const runDaemon = (settings: DaemonSettings) =>
   Effect.scoped(Effect.gen(function*() {
     const startedMs = yield* Clock.currentTimeMillis
     const outer = yield* Scope.Scope
+    // Forked first, so closed last: the IPC socket file goes after every other socket (DESIGN.md §4 rule 4).
+    const lastOfAll = yield* Scope.fork(outer)
     let ownNodeId: number | undefined
     // The bus outlives everything that publishes to it (closed last); the webhook drains before it closes.
     const events = yield* makeEventBus
@@ -154,7 +159,9 @@ export const runDaemon = (settings: DaemonSettings) =>
     })
     // In a scope of its own, closed by the last finalizer added below, i.e. first at shutdown: stop accepting.
     const ipcScope = yield* Scope.fork(outer)
-    const ipc = yield* makeIpcServer({ path: settings.socketPath }, dispatcher).pipe(Scope.provide(ipcScope))
+    const ipc = yield* makeIpcServer({ path: settings.socketPath, removeSocketFileIn: lastOfAll }, dispatcher).pipe(
+      Scope.provide(ipcScope)
+    )
     accepting = true
     const udpText = formatHostPort({ host: socket.address.address.toString(), port: udpPort })
     yield* Effect.logInfo("pilot-daemon accepting").pipe(Effect.annotateLogs({ udp: udpText, socket: ipc.path }))

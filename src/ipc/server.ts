@@ -23,6 +23,8 @@ export interface IpcServerOptions extends Partial<IpcClientSettings> {
   readonly maxClients?: number
   /** How often the socket file is checked to still be there and ours (default 2 s). */
   readonly socketFileCheckInterval?: Duration.Input
+  /** Remove the socket file when this scope closes rather than with the server (see `installSocketFile`). */
+  readonly removeSocketFileIn?: Scope.Scope
 }
 
 export interface IpcServer {
@@ -49,7 +51,7 @@ export const makeIpcServer = <R>(
   dispatcher: IpcDispatcher<R>
 ): Effect.Effect<IpcServer, SocketServerError | PlatformError, R | Scope.Scope | FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
-    const { maxClients = 1024, path, socketFileCheckInterval = "2 seconds", ...overrides } = options
+    const { maxClients = 1024, path, socketFileCheckInterval = "2 seconds", removeSocketFileIn, ...overrides } = options
     const settings: IpcClientSettings = { ...DEFAULT_IPC_CLIENT_SETTINGS, ...overrides }
     const counters = makeIpcCounters()
     let nextClientId = 0
@@ -69,7 +71,7 @@ export const makeIpcServer = <R>(
         if (Option.isSome(net)) net.value.destroy()
       })
 
-    const installed = yield* installSocketFile(path, (staged) => NodeSocketServer.make({ path: staged }))
+    const installed = yield* installSocketFile(path, (staged) => NodeSocketServer.make({ path: staged }), removeSocketFileIn)
     const accepting = yield* Effect.forkScoped(installed.listening.run(acceptClient))
     return {
       path,

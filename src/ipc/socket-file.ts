@@ -15,7 +15,7 @@
  * someone else leaves a daemon nobody can reach although its listener is fine. That is an essential failure —
  * the supervisor (systemd, Kubernetes) restarts us and the file comes back — not something to limp on with.
  */
-import { Data, type Duration, Effect, FileSystem, Option, Path, type Scope } from "effect"
+import { Data, type Duration, Effect, FileSystem, Option, Path, Scope } from "effect"
 import type { PlatformError } from "effect/PlatformError"
 
 /** Short on purpose: a Unix socket path is limited to ~107 bytes and the staging path is the target's dir + this. */
@@ -42,11 +42,13 @@ export interface InstalledSocketFile<A> {
 
 /**
  * Runs `listen(stagingPath)` (which must bind a Unix socket at `stagingPath` in the current scope), then moves
- * the socket to `target` with mode 0600. The file is removed when the scope closes.
+ * the socket to `target` with mode 0600. The file is removed when the scope closes — or, given `removeIn`, when
+ * that scope closes: a daemon removes it last of all (DESIGN.md §4 rule 4), after its other sockets.
  */
 export const installSocketFile = <A, E, R>(
   target: string,
-  listen: (stagingPath: string) => Effect.Effect<A, E, R>
+  listen: (stagingPath: string) => Effect.Effect<A, E, R>,
+  removeIn?: Scope.Scope
 ): Effect.Effect<InstalledSocketFile<A>, E | PlatformError, R | FileSystem.FileSystem | Path.Path | Scope.Scope> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -57,9 +59,14 @@ export const installSocketFile = <A, E, R>(
       const current = yield* fs.stat(target)
       if (Option.getOrUndefined(current.ino) === installedInode) yield* fs.remove(target)
     }).pipe(Effect.ignore)
+    if (removeIn !== undefined) yield* Scope.addFinalizer(removeIn, removeIfOurs)
     const staging = yield* Effect.acquireRelease(
       fs.makeTempDirectory({ directory: path.dirname(target), prefix: STAGING_PREFIX }),
-      (dir) => Effect.andThen(removeIfOurs, fs.remove(dir, { recursive: true, force: true }).pipe(Effect.ignore))
+      (dir) =>
+        Effect.andThen(
+          removeIn === undefined ? removeIfOurs : Effect.void,
+          fs.remove(dir, { recursive: true, force: true }).pipe(Effect.ignore)
+        )
     )
     const staged = path.join(staging, STAGED_NAME)
     const listening = yield* listen(staged)
