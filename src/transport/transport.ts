@@ -169,8 +169,9 @@ export const makeTransport = Effect.fnUntraced(function*(options: TransportOptio
     for (const event of step.events) {
       switch (event.type) {
         case "state_changed":
+          // CLOSED is handled after this loop: `remove` wakes the reader, which must already see the error
+          // of a "failed" event later in this same step (a reset read as a clean end of stream otherwise).
           if (event.to === "ESTABLISHED") Deferred.doneUnsafe(conn.established, Effect.void)
-          if (event.to === "CLOSED") remove(conn)
           break
         case "peer_closed":
           conn.peerClosed = true
