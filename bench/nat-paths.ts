@@ -17,6 +17,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import type { IpcMessage } from "../src/protocol/ipc.ts"
 import { startBinary } from "../test/support/child-process.ts"
+import { startDaemon } from "../test/support/daemon-child.ts"
 import { connectClient } from "../test/ipc/ipc-test-kit.ts"
 import { makeInternet, netnsAvailable, PUBLIC_IP } from "../test/support/netns.ts"
 
@@ -28,13 +29,7 @@ const median = (xs: ReadonlyArray<number>): number => [...xs].sort((a, b) => a -
 
 const daemon = (netns: string, dir: string, name: string) =>
   Effect.gen(function*() {
-    const home = path.join(dir, name)
-    fs.mkdirSync(home)
-    const socket = path.join(home, "d.sock")
-    const proc = yield* startBinary("src/daemon/main.ts", [
-      "--registry", REGISTRY, "--beacon", BEACON, "--socket", socket, "--identity", path.join(home, "identity.json"), "--public"
-    ], {}, { netns })
-    const nodeId = Number((yield* proc.waitForLine(/message="data plane running".* node_id=(\d+)/, "30 seconds"))[1])
+    const { socket, nodeId, proc } = yield* startDaemon({ home: path.join(dir, name), registry: REGISTRY, beacon: BEACON, listen: false, args: ["--public"], netns })
     yield* proc.waitForLine(/node is public/)
     return { socket, nodeId }
   })

@@ -11,11 +11,10 @@
  * `ACK`/`ERR` frame, and an `ERR` is an error); without `--wait`, `ack` is null. `send-file` always waits for the
  * ACK, since a file is only worth reporting as sent once it is saved.
  */
-import { Clock, Console, Duration, Effect, Result, type Scope } from "effect"
+import { Console, type Duration, Effect, Result } from "effect"
 import * as fsp from "node:fs/promises"
 import * as os from "node:os"
 import * as nodePath from "node:path"
-import { formatAddr } from "../protocol/address.ts"
 import {
   DataFrameType,
   encodeDataFrame,
@@ -26,8 +25,8 @@ import {
 } from "../protocol/data-exchange.ts"
 import { encodeEvent, makeEventSplitter } from "../protocol/event-stream.ts"
 import { ctlError, type CtlError } from "./errors.ts"
-import { ipcJson, type IpcSession, openSession } from "./ipc-client.ts"
-import { resolveTarget } from "./streams.ts"
+import { ipcJson } from "./ipc-client.ts"
+import { deadlineAfter, openStream, readConnection, type Stream } from "./overlay-stream.ts"
 
 export const DATA_EXCHANGE_PORT = 1001
 export const EVENT_STREAM_PORT = 1002
@@ -37,21 +36,6 @@ const SEND_CHUNK = 64 * 1024
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
-interface Stream {
-  readonly session: IpcSession
-  readonly connId: number
-  readonly target: string
-}
-
-const openStream = (socket: string, targetInput: string, port: number, timeout: Duration.Input): Effect.Effect<Stream, CtlError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const addr = yield* resolveTarget(socket, targetInput, timeout)
-    const session = yield* openSession(socket)
-    const { connId } = yield* session.request({ cmd: "Dial", addr, port }, "DialOK", timeout)
-    yield* Effect.addFinalizer(() => Effect.ignore(session.request({ cmd: "Close", connId }, "CloseOK", timeout)))
-    return { session, connId, target: formatAddr(addr) }
-  })
-
 const sendAll = (stream: Stream, bytes: Uint8Array) =>
   Effect.gen(function*() {
     for (let offset = 0; offset < bytes.byteLength; offset += SEND_CHUNK) {
@@ -59,31 +43,16 @@ const sendAll = (stream: Stream, bytes: Uint8Array) =>
     }
   })
 
-const remaining = (deadline: number) => Effect.map(Clock.currentTimeMillis, (now) => Math.max(0, deadline - now))
-
-/** The next chunk of our connection: bytes, "closed" when the peer closed, "timeout" at the deadline. */
-const nextChunk = (stream: Stream, deadline: number | undefined): Effect.Effect<Uint8Array | "closed" | "timeout", CtlError> =>
-  Effect.gen(function*() {
-    while (true) {
-      const message = yield* stream.session.next(deadline === undefined ? Duration.infinity : yield* remaining(deadline))
-      if (message === undefined) return "timeout"
-      if (message.cmd === "Recv" && message.connId === stream.connId) return message.data
-      if (message.cmd === "CloseOK" && message.connId === stream.connId) return "closed"
-    }
-  })
-
-const deadlineAfter = (timeout: Duration.Input) => Effect.map(Clock.currentTimeMillis, (now) => now + Duration.toMillis(Duration.fromInputUnsafe(timeout)))
-
 /** Waits for the service's reply frame (its text). */
 const awaitAck = (stream: Stream, timeout: Duration.Input) =>
   Effect.gen(function*() {
     const deadline = yield* deadlineAfter(timeout)
     const splitter = makeDataFrameSplitter()
     while (true) {
-      const chunk = yield* nextChunk(stream, deadline)
-      if (chunk === "timeout") return yield* ctlError("timeout", `no acknowledgement from ${stream.target} within the deadline`, "retry, or raise --timeout")
-      if (chunk === "closed") return yield* ctlError("connection_failed", `${stream.target} closed the connection before acknowledging`, "retry")
-      const frames = splitter.push(chunk)
+      const read = yield* readConnection(stream, deadline)
+      if (read._tag === "timeout") return yield* ctlError("timeout", `no acknowledgement from ${stream.target} within the deadline`, "retry, or raise --timeout")
+      if (read._tag === "closed") return yield* ctlError("connection_failed", `${stream.target} closed the connection before acknowledging`, "retry")
+      const frames = splitter.push(read.data)
       if (Result.isFailure(frames)) return yield* ctlError("internal", `bad reply from ${stream.target}: ${frames.failure.message}`)
       const first = frames.success[0]
       if (first === undefined) continue
@@ -242,12 +211,12 @@ export const subscribe = (
     const events: Array<ReceivedEvent> = []
     let ended: "count" | "timeout" | "closed"
     collect: while (true) {
-      const chunk = yield* nextChunk(stream, deadline)
-      if (chunk === "timeout" || chunk === "closed") {
-        ended = chunk
+      const read = yield* readConnection(stream, deadline)
+      if (read._tag !== "data") {
+        ended = read._tag
         break
       }
-      const decoded = splitter.push(chunk)
+      const decoded = splitter.push(read.data)
       if (Result.isFailure(decoded)) return yield* ctlError("internal", `bad event from ${stream.target}: ${decoded.failure.message}`)
       for (const event of decoded.success) {
         const received: ReceivedEvent = { topic: event.topic, data: decoder.decode(event.payload), bytes: event.payload.byteLength }

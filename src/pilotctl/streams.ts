@@ -6,90 +6,27 @@
  *
  * `--timeout` bounds each wait for the daemon or the peer (for `recv`: the whole wait for messages).
  */
-import { Clock, Duration, Effect, Result, type Scope } from "effect"
-import { type Addr, formatAddr, parseAddr } from "../protocol/address.ts"
-import type { IpcMessage } from "../protocol/ipc.ts"
+import { Clock, Duration, Effect } from "effect"
 import { WellKnownPort } from "../protocol/packet.ts"
-import { ctlError, type CtlError } from "./errors.ts"
-import { ipcJson, type IpcSession, openSession } from "./ipc-client.ts"
+import { ctlError } from "./errors.ts"
+import { openSession } from "./ipc-client.ts"
+import { deadlineAfter, nextMatching, openStream, readConnection, type Stream } from "./overlay-stream.ts"
+
+export { literalTarget, resolveTarget } from "./overlay-stream.ts"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
-/** How the wait for a connection's next bytes ended. */
-type Read = { readonly _tag: "data"; readonly data: Uint8Array } | { readonly _tag: "closed" } | { readonly _tag: "timeout" }
-
-/** A node written out: a decimal node id (network 0) or a `N:NNNN.HHHH.LLLL` address; `undefined` otherwise. */
-export const literalTarget = (input: string): Addr | undefined => {
-  if (/^\d+$/.test(input) && Number(input) <= 0xffffffff) return { network: 0, node: Number(input) }
-  const addr = parseAddr(input)
-  return Result.isSuccess(addr) ? addr.success : undefined
-}
-
-/** A target given as a node id, an address, or a hostname (resolved by the daemon). */
-export const resolveTarget = (socket: string, input: string, timeout: Duration.Input): Effect.Effect<Addr, CtlError> => {
-  const literal = literalTarget(input)
-  if (literal !== undefined) return Effect.succeed(literal)
-  return Effect.flatMap(ipcJson(socket, { cmd: "ResolveHostname", hostname: input }, "ResolveHostnameOK", timeout), (json) => {
-    const nodeId = (json as { readonly node_id?: unknown }).node_id
-    return typeof nodeId === "number"
-      ? Effect.succeed({ network: 0, node: nodeId })
-      : Effect.fail(ctlError("not_found", `"${input}" is not a node id, an address or a known hostname`))
-  })
-}
-
-const remainingMs = (deadline: number) => Effect.map(Clock.currentTimeMillis, (now) => Math.max(0, deadline - now))
-
-const deadlineAfter = (timeout: Duration.Input) => Effect.map(Clock.currentTimeMillis, (now) => now + Duration.toMillis(timeout))
-
-/** The next frame before `deadline` that `pick` wants; `undefined` at the deadline. Other frames are dropped. */
-const nextMatching = <A>(session: IpcSession, deadline: number, pick: (message: IpcMessage) => A | undefined): Effect.Effect<A | undefined, CtlError> =>
-  Effect.gen(function*() {
-    while (true) {
-      const message = yield* session.next(yield* remainingMs(deadline))
-      if (message === undefined) return undefined
-      const picked = pick(message)
-      if (picked !== undefined) return picked
-    }
-  })
-
-const readConnection = (session: IpcSession, connId: number, deadline: number): Effect.Effect<Read, CtlError> =>
-  Effect.map(
-    nextMatching<Read>(session, deadline, (message) => {
-      if (message.cmd === "Recv" && message.connId === connId) return { _tag: "data", data: message.data }
-      if (message.cmd === "CloseOK" && message.connId === connId) return { _tag: "closed" }
-      return undefined
-    }),
-    (read) => read ?? { _tag: "timeout" }
-  )
-
 /** Reads until `length` bytes came back (the echo service may split or merge chunks). */
-const readExactly = (session: IpcSession, connId: number, length: number, deadline: number, what: string) =>
+const readExactly = (stream: Stream, length: number, deadline: number, what: string) =>
   Effect.gen(function*() {
     let received = 0
     while (received < length) {
-      const read = yield* readConnection(session, connId, deadline)
+      const read = yield* readConnection(stream, deadline)
       if (read._tag === "timeout") return yield* ctlError("timeout", `${what}: ${received} of ${length} bytes came back before the deadline`, "retry, or raise --timeout")
       if (read._tag === "closed") return yield* ctlError("connection_failed", `${what}: the peer closed the connection after ${received} of ${length} bytes`, "retry")
       received += read.data.byteLength
     }
-  })
-
-interface Stream {
-  readonly session: IpcSession
-  readonly connId: number
-  readonly target: string
-}
-
-/** Dials `port` of the target on a session of its own; the connection is closed with the scope. */
-const openStream = (socket: string, targetInput: string, port: number, timeout: Duration.Input): Effect.Effect<Stream, CtlError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const addr = yield* resolveTarget(socket, targetInput, timeout)
-    const session = yield* openSession(socket)
-    const { connId } = yield* session.request({ cmd: "Dial", addr, port }, "DialOK", timeout)
-    // A peer that already closed makes Close answer not_found; the connection is gone either way.
-    yield* Effect.addFinalizer(() => Effect.ignore(session.request({ cmd: "Close", connId }, "CloseOK", timeout)))
-    return { session, connId, target: formatAddr(addr) }
   })
 
 const sendText = (stream: Stream, data: Uint8Array) => stream.session.send({ cmd: "Send", connId: stream.connId, data })
@@ -98,7 +35,7 @@ export const connect = (socket: string, target: string, port: number, message: s
   Effect.scoped(Effect.gen(function*() {
     const stream = yield* openStream(socket, target, port, timeout)
     yield* sendText(stream, encoder.encode(message))
-    const read = yield* readConnection(stream.session, stream.connId, yield* deadlineAfter(timeout))
+    const read = yield* readConnection(stream, yield* deadlineAfter(timeout))
     return { target: stream.target, port, sent: message, response: read._tag === "data" ? decoder.decode(read.data) : null }
   }))
 
@@ -132,7 +69,7 @@ export const ping = (socket: string, target: string, count: number, timeout: Dur
       const payload = encoder.encode(`ping ${seq}`)
       const start = yield* Clock.currentTimeMillis
       yield* sendText(stream, payload)
-      yield* readExactly(stream.session, stream.connId, payload.byteLength, start + Duration.toMillis(timeout), `ping ${seq}`)
+      yield* readExactly(stream, payload.byteLength, start + Duration.toMillis(timeout), `ping ${seq}`)
       results.push({ seq, rtt_ms: (yield* Clock.currentTimeMillis) - start })
     }
     const rtts = results.map((r) => r.rtt_ms)
@@ -161,7 +98,7 @@ export const bench = (socket: string, target: string, sizeMb: number, timeout: D
     // Reading the echo happens alongside the sending: the session buffers pushes while sends are in flight.
     for (let offset = 0; offset < total; offset += BENCH_CHUNK) yield* sendText(stream, chunk.subarray(0, Math.min(BENCH_CHUNK, total - offset)))
     const sentAt = yield* Clock.currentTimeMillis
-    yield* readExactly(stream.session, stream.connId, total, sentAt + Duration.toMillis(timeout), "bench")
+    yield* readExactly(stream, total, sentAt + Duration.toMillis(timeout), "bench")
     const doneAt = yield* Clock.currentTimeMillis
     return { target: stream.target, bytes: total, send_ms: sentAt - start, total_ms: doneAt - start, send_mbps: mbps(total, sentAt - start), total_mbps: mbps(total, doneAt - start) }
   }))

@@ -14,7 +14,7 @@
  *   and counted. Memory per connection follows the bytes really received (≤ one 16 MiB frame).
  * - `from` is the peer's virtual address as the transport knows it (authenticated by the tunnel).
  */
-import { Clock, type Duration, Effect, FiberSet, FileSystem, Path, Result } from "effect"
+import { Clock, type Duration, Effect, FileSystem, Path, Result } from "effect"
 import type { EventBus } from "../events/event-bus.ts"
 import { writeFileAtomic } from "../lifecycle/atomic-file.ts"
 import { formatAddr } from "../protocol/address.ts"
@@ -27,6 +27,7 @@ import {
   makeDataFrameSplitter
 } from "../protocol/data-exchange.ts"
 import type { Connection, Transport } from "../transport/transport.ts"
+import { forkAcceptLoop } from "./accept-loop.ts"
 
 export const DATA_EXCHANGE_PORT = 1001
 export const INBOX_DIR = "inbox"
@@ -122,7 +123,6 @@ export const serveDataExchange = Effect.fnUntraced(function*(transport: Transpor
   const maxConnections = options.maxConnections ?? 16
   const readTimeout = options.readTimeout ?? "30 seconds"
   const listener = yield* transport.listen(DATA_EXCHANGE_PORT)
-  const fibers = yield* FiberSet.make()
   const stats = { connections: 0, active: 0, rejected: 0, messages: 0, files: 0, bytes: 0, save_failures: 0, malformed: 0, stalled: 0, failures: 0 }
   const taken = new Set<string>()
 
@@ -208,24 +208,9 @@ export const serveDataExchange = Effect.fnUntraced(function*(transport: Transpor
           else stats.failures++
           yield* connection.abort
         })),
-      Effect.onInterrupt(() => connection.abort),
-      Effect.ensuring(Effect.sync(() => stats.active--))
+      Effect.onInterrupt(() => connection.abort)
     )
 
-  yield* Effect.forkScoped(
-    Effect.gen(function*() {
-      while (true) {
-        const connection = yield* listener.accept
-        stats.connections++
-        if (stats.active >= maxConnections) {
-          stats.rejected++
-          yield* connection.abort
-          continue
-        }
-        stats.active++
-        yield* FiberSet.run(fibers, serve(connection))
-      }
-    }).pipe(Effect.catchTag("TransportError", () => Effect.void))
-  )
+  yield* forkAcceptLoop(listener, stats, maxConnections, serve)
   return { stats: (): DataExchangeStats => ({ ...stats }) }
 })

@@ -12,11 +12,12 @@
  * Connections run in a `FiberSet` (at most `maxConnections`; more are reset and counted); the subscription
  * event must arrive within `subscribeTimeout`, after which a connection may stay silent (subscribers usually are).
  */
-import { type Duration, Deferred, Effect, Fiber, FiberSet, Queue, Result } from "effect"
+import { type Duration, Deferred, Effect, Fiber, Queue, Result } from "effect"
 import type { EventBus } from "../events/event-bus.ts"
 import { formatAddr } from "../protocol/address.ts"
 import { ALL_TOPICS, encodeEvent, makeEventSplitter, type StreamEvent } from "../protocol/event-stream.ts"
 import type { Connection, Transport } from "../transport/transport.ts"
+import { forkAcceptLoop } from "./accept-loop.ts"
 
 export const EVENT_STREAM_PORT = 1002
 
@@ -63,7 +64,6 @@ export const serveEventStream = Effect.fnUntraced(function*(transport: Transport
   const writeTimeout = options.writeTimeout ?? "10 seconds"
   const subscribeTimeout = options.subscribeTimeout ?? "30 seconds"
   const listener = yield* transport.listen(EVENT_STREAM_PORT)
-  const fibers = yield* FiberSet.make()
   const subscribers = new Map<number, Subscriber>()
   const stats = { connections: 0, active: 0, rejected: 0, published: 0, delivered: 0, slow_removed: 0, dead_removed: 0, malformed: 0, failures: 0 }
 
@@ -146,25 +146,10 @@ export const serveEventStream = Effect.fnUntraced(function*(transport: Transport
       yield* outcome === "kicked" ? connection.abort : connection.close
     }).pipe(
       Effect.catch((error) => Effect.andThen(Effect.sync(() => error._tag === "DecodeError" ? undefined : stats.failures++), connection.abort)),
-      Effect.onInterrupt(() => connection.abort),
-      Effect.ensuring(Effect.sync(() => stats.active--))
+      Effect.onInterrupt(() => connection.abort)
     )
 
-  yield* Effect.forkScoped(
-    Effect.gen(function*() {
-      while (true) {
-        const connection = yield* listener.accept
-        stats.connections++
-        if (stats.active >= maxConnections) {
-          stats.rejected++
-          yield* connection.abort
-          continue
-        }
-        stats.active++
-        yield* FiberSet.run(fibers, serve(connection))
-      }
-    }).pipe(Effect.catchTag("TransportError", () => Effect.void))
-  )
+  yield* forkAcceptLoop(listener, stats, maxConnections, serve)
   return {
     stats: (): EventStreamStats => ({
       connections: stats.connections,

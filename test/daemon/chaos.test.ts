@@ -12,36 +12,8 @@ import * as path from "node:path"
 import type { IpcMessage } from "../../src/protocol/ipc.ts"
 import { decodeTrustFile } from "../../src/trust/trust-file.ts"
 import { connectClient } from "../ipc/ipc-test-kit.ts"
-import { ctl, okData, tempDir } from "../pilotctl/ctl-kit.ts"
-import { type RunningBinary, startBinary } from "../support/child-process.ts"
+import { ctl, okData, startCtlDaemon, tempDir } from "../pilotctl/ctl-kit.ts"
 import { startRegistry } from "../support/registry.ts"
-
-const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
-
-interface Daemon {
-  readonly proc: RunningBinary
-  readonly socket: string
-  readonly home: string
-  readonly nodeId: number
-}
-
-const startDaemon = (home: string, registryPort: number, name: string, extra: ReadonlyArray<string> = []) =>
-  Effect.gen(function*() {
-    fs.mkdirSync(home, { recursive: true })
-    const socket = path.join(home, "d.sock")
-    const proc = yield* startBinary("src/daemon/main.ts", [
-      "--registry", `127.0.0.1:${registryPort}`,
-      "--socket", socket,
-      "--identity", path.join(home, "identity.json"),
-      "--hostname", name,
-      ...(extra.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"]),
-      ...extra
-    ])
-    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
-    assert.strictEqual(okData(yield* ctl("set-public", "--json", "--socket", socket))["visibility"], "public")
-    const daemon: Daemon = { proc, socket, home, nodeId }
-    return daemon
-  })
 
 /** A loopback UDP port that was free a moment ago: the restarted daemon binds the same one, as a supervised unit would. */
 const freeUdpPort = Effect.callback<number>((resume) => {
@@ -72,11 +44,11 @@ describe("chaos: SIGKILL mid-transfer", () => {
     Effect.gen(function*() {
       const dir = yield* tempDir
       const registry = yield* startRegistry()
-      const a = yield* startDaemon(path.join(dir, "alpha"), registry.port, "alpha")
+      const a = yield* startCtlDaemon(dir, registry.port, "alpha")
       const bravoHome = path.join(dir, "bravo")
       const bravoUdp = yield* freeUdpPort
-      const bravoArgs = ["--trust-auto-approve", "--listen", `127.0.0.1:${bravoUdp}`]
-      const b = yield* startDaemon(bravoHome, registry.port, "bravo", bravoArgs)
+      const bravoListen = `127.0.0.1:${bravoUdp}`
+      const b = yield* startCtlDaemon(dir, registry.port, "bravo", ["--trust-auto-approve"], bravoListen)
 
       // Give bravo some trust state to lose: alpha asks, bravo approves at once and saves trust.json.
       const aIpc = yield* connectClient(a.socket)
@@ -104,7 +76,7 @@ describe("chaos: SIGKILL mid-transfer", () => {
       assert.isTrue(fs.existsSync(b.socket), "SIGKILL leaves the socket file behind")
 
       // Restarted on the same identity, data directory and socket path.
-      const b2 = yield* startDaemon(bravoHome, registry.port, "bravo", port === "same" ? bravoArgs : ["--trust-auto-approve"])
+      const b2 = yield* startCtlDaemon(dir, registry.port, "bravo", ["--trust-auto-approve"], port === "same" ? bravoListen : undefined)
       expect(b2.nodeId).toBe(b.nodeId)
       const bIpc = yield* connectClient(b2.socket)
       const health = (yield* bIpc.roundTrip({ cmd: "Health" })) as { readonly cmd: string; readonly json: Record<string, unknown> }

@@ -10,11 +10,10 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { IpcMessage } from "../../src/protocol/ipc.ts"
-import { startBinary } from "../support/child-process.ts"
+import { spawnDaemon } from "../support/daemon-child.ts"
 import { startRegistry } from "../support/registry.ts"
 import { connectClient } from "../ipc/ipc-test-kit.ts"
 
-const ENTRY = "src/daemon/main.ts"
 const ACCEPTING = /message="pilot-daemon accepting" udp=127\.0\.0\.1:(\d+)/
 const REGISTERED = /registered as node (\d+)/
 
@@ -32,17 +31,9 @@ const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
 )
 
-const startDaemon = (dir: string, registryPort: number, name: string, extra: ReadonlyArray<string> = []) =>
+const startDaemon = (dir: string, registryPort: number, name: string, args: ReadonlyArray<string> = []) =>
   Effect.gen(function*() {
-    const socket = path.join(dir, `${name}.sock`)
-    const proc = yield* startBinary(ENTRY, [
-      "--registry", `127.0.0.1:${registryPort}`,
-      "--listen", "127.0.0.1:0",
-      "--socket", socket,
-      "--identity", path.join(dir, `${name}.json`),
-      "--hostname", name,
-      ...extra
-    ])
+    const { proc, socket } = yield* spawnDaemon({ home: path.join(dir, name), registry: `127.0.0.1:${registryPort}`, hostname: name, args })
     yield* proc.waitForLine(ACCEPTING)
     const ipc = yield* connectClient(socket)
     return { proc, socket, ipc }

@@ -5,10 +5,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect } from "effect"
-import * as http from "node:http"
-import type * as net from "node:net"
-import { startRegistry } from "../support/registry.ts"
-import { ctl, okData, startCtlDaemon, tempDir } from "../pilotctl/ctl-kit.ts"
+import { startJsonReceiver } from "../support/http-receiver.ts"
+import { ctl, okData, startCtlPair } from "../pilotctl/ctl-kit.ts"
 
 interface Posted {
   readonly event: string
@@ -21,23 +19,12 @@ interface Posted {
 const startReceiver = Effect.gen(function*() {
   const received: Array<Posted> = []
   const waiters: Array<{ readonly name: string; readonly done: Deferred.Deferred<Posted> }> = []
-  const server = yield* Effect.acquireRelease(
-    Effect.callback<http.Server>((resume) => {
-      const s = http.createServer((req, res) => {
-        let body = ""
-        req.on("data", (chunk: Buffer) => (body += chunk.toString()))
-        req.on("end", () => {
-          const posted = JSON.parse(body) as Posted
-          received.push(posted)
-          for (const w of waiters) if (w.name === posted.event) Deferred.doneUnsafe(w.done, Effect.succeed(posted))
-          res.writeHead(204).end()
-        })
-      })
-      s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
-    }),
-    (s) => Effect.callback<void>((resume) => { s.closeAllConnections(); s.close(() => resume(Effect.void)) })
-  )
-  const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/hook`
+  const { url } = yield* startJsonReceiver((body) => {
+    const posted = body as Posted
+    received.push(posted)
+    for (const w of waiters) if (w.name === posted.event) Deferred.doneUnsafe(w.done, Effect.succeed(posted))
+    return 204
+  })
   const awaitEvent = (name: string) =>
     Effect.gen(function*() {
       const seen = received.find((p) => p.event === name)
@@ -52,11 +39,8 @@ const startReceiver = Effect.gen(function*() {
 describe("daemon events and the webhook", () => {
   it.live("tunnel.established on a new peer, daemon.shutting_down on SIGTERM, all POSTed to the webhook", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const registry = yield* startRegistry()
       const receiver = yield* startReceiver
-      const a = yield* startCtlDaemon(dir, registry.port, "alpha", ["--webhook", receiver.url])
-      const b = yield* startCtlDaemon(dir, registry.port, "bravo")
+      const { a, b } = yield* startCtlPair(["--webhook", receiver.url])
 
       const echoed = okData(yield* ctl("connect", String(b.nodeId), "7", "--message", "hi", "--json", "--socket", a.socket))
       assert.strictEqual(echoed["response"], "hi")

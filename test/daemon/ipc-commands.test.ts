@@ -9,13 +9,11 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { IpcMessage } from "../../src/protocol/ipc.ts"
-import { startBinary } from "../support/child-process.ts"
+import { startDaemon as startDaemonChild } from "../support/daemon-child.ts"
 import { startRegistry } from "../support/registry.ts"
 import { connectClient } from "../ipc/ipc-test-kit.ts"
 
-const ENTRY = "src/daemon/main.ts"
 const ACCEPTING = /message="pilot-daemon accepting"/
-const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
 
 const tempDir = Effect.acquireRelease(
   Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "pf-ic-"))),
@@ -27,18 +25,8 @@ type Client = Effect.Success<ReturnType<typeof connectClient>>
 /** A daemon with an identity directory of its own (trust.json lives there), registered, data plane running. */
 const startDaemon = (dir: string, registryPort: number, name: string) =>
   Effect.gen(function*() {
-    const home = path.join(dir, name)
-    fs.mkdirSync(home)
-    const socket = path.join(home, "d.sock")
-    const proc = yield* startBinary(ENTRY, [
-      "--registry", `127.0.0.1:${registryPort}`,
-      "--listen", "127.0.0.1:0",
-      "--socket", socket,
-      "--identity", path.join(home, "identity.json"),
-      "--hostname", name
-    ])
+    const { proc, socket, nodeId } = yield* startDaemonChild({ home: path.join(dir, name), registry: `127.0.0.1:${registryPort}`, hostname: name })
     yield* proc.waitForLine(ACCEPTING)
-    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
     const ipc = yield* connectClient(socket)
     return { proc, socket, ipc, nodeId, addr: { network: 0, node: nodeId } }
   })

@@ -12,30 +12,17 @@ import { Cause, Deferred, Effect, Exit, Fiber } from "effect"
 import { DatagramSocketClosedError, DatagramSocketError } from "effect/socket/DatagramSocket"
 import * as fs from "node:fs"
 import * as net from "node:net"
-import * as path from "node:path"
 import { Identity } from "../../src/crypto/identity.ts"
 import { makeDataPlane } from "../../src/daemon/data-plane.ts"
 import { ExitCode, exitCodeOf } from "../../src/platform/exit-codes.ts"
 import { bindTunnelSocket, type TunnelSocket } from "../../src/tunnel/tunnel.ts"
 import { expectNoLeaks } from "../support/leak-check.ts"
-import { startBinary } from "../support/child-process.ts"
+import { awaitPlaneRunning, spawnDaemon } from "../support/daemon-child.ts"
 import { startRegistry } from "../support/registry.ts"
 import { ctl, okData, tempDir } from "../pilotctl/ctl-kit.ts"
 
-const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
-
-const startDaemon = (dir: string, registryPort: number, extra: ReadonlyArray<string> = []) =>
-  Effect.gen(function*() {
-    const socket = path.join(dir, "d.sock")
-    const proc = yield* startBinary("src/daemon/main.ts", [
-      "--registry", `127.0.0.1:${registryPort}`,
-      "--listen", "127.0.0.1:0",
-      "--socket", socket,
-      "--identity", path.join(dir, "identity.json"),
-      ...extra
-    ])
-    return { proc, socket }
-  })
+const startDaemon = (dir: string, registryPort: number, args: ReadonlyArray<string> = []) =>
+  spawnDaemon({ home: dir, registry: `127.0.0.1:${registryPort}`, args })
 
 /** A TCP port held open by this test until its scope closes. */
 const occupiedPort = Effect.acquireRelease(
@@ -52,7 +39,7 @@ describe("pilot-daemon supervision", () => {
       const dir = yield* tempDir
       const registry = yield* startRegistry()
       const daemon = yield* startDaemon(dir, registry.port)
-      const nodeId = Number((yield* daemon.proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
+      const nodeId = yield* awaitPlaneRunning(daemon.proc)
 
       fs.rmSync(daemon.socket)
       assert.strictEqual(yield* daemon.proc.exited, ExitCode.essentialFailed)
@@ -83,7 +70,7 @@ describe("pilot-daemon supervision", () => {
       const dir = yield* tempDir
       const registry = yield* startRegistry()
       const daemon = yield* startDaemon(dir, registry.port)
-      yield* daemon.proc.waitForLine(PLANE_RUNNING, "30 seconds")
+      yield* awaitPlaneRunning(daemon.proc)
 
       // A frame header announcing 4 GiB, then garbage: that client is dropped, nobody else notices.
       yield* Effect.callback<void>((resume) => {

@@ -10,11 +10,11 @@
  * - `until`: polling with a deadline, for state that converges (a trust decision crossing the network).
  */
 import { assert } from "@effect/vitest"
-import { Deferred, type Duration, Effect, Schedule } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type Duration, Effect, Schedule } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { startBinary } from "../support/child-process.ts"
+import { type CompletedRun, runToCompletion, type RunningBinary, startBinary, watchChild } from "../support/child-process.ts"
+import { startDaemon } from "../support/daemon-child.ts"
 import { ctl, okData } from "../pilotctl/ctl-kit.ts"
 
 export const repoRoot = path.resolve(import.meta.dirname, "../..")
@@ -27,7 +27,6 @@ export const until = (what: string, condition: Effect.Effect<boolean, unknown>, 
   )
 
 const RENDEZVOUS_SERVING = /message="pilot-rendezvous serving".* registry=[^ ]*:(\d+) beacon=[^ ]*:(\d+)/
-const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
 
 /** The shutdown deadlines the binaries arm (src/rendezvous/main.ts, src/daemon/main.ts). */
 export const RENDEZVOUS_DEADLINE = "15 seconds"
@@ -52,7 +51,7 @@ export interface NetworkDaemon {
   readonly home: string
   readonly socket: string
   readonly nodeId: number
-  readonly proc: Effect.Success<ReturnType<typeof startBinary>>
+  readonly proc: RunningBinary
 }
 
 /**
@@ -66,23 +65,10 @@ export const startNetworkDaemon = (
   rendezvous: { readonly registry: string; readonly beacon: string },
   extra: ReadonlyArray<string> = []
 ) =>
-  Effect.gen(function*() {
-    const home = path.join(dir, name)
-    fs.mkdirSync(home, { recursive: true })
-    const socket = path.join(home, "d.sock")
-    const proc = yield* startBinary("src/daemon/main.ts", [
-      "--registry", rendezvous.registry,
-      "--beacon", rendezvous.beacon,
-      "--listen", "127.0.0.1:0",
-      "--socket", socket,
-      "--identity", path.join(home, "identity.json"),
-      "--hostname", name,
-      ...extra
-    ])
-    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
-    const daemon: NetworkDaemon = { name, home, socket, nodeId, proc }
-    return daemon
-  })
+  Effect.map(
+    startDaemon({ home: path.join(dir, name), registry: rendezvous.registry, beacon: rendezvous.beacon, hostname: name, args: extra }),
+    ({ home, socket, nodeId, proc }): NetworkDaemon => ({ name, home, socket, nodeId, proc })
+  )
 
 /** Runs `pilotctl <args> --json --socket <daemon's>` and returns `data` (asserting success). */
 export const ctlOk = (daemon: NetworkDaemon, ...args: ReadonlyArray<string>) =>
@@ -105,11 +91,7 @@ export const stopCleanly = (proc: { readonly stop: (signal?: NodeJS.Signals, tim
 
 // ---- arbitrary commands -------------------------------------------------------------------------------------
 
-export interface CommandRun {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
+export type CommandRun = CompletedRun
 
 /**
  * This process's environment without what `npm`/`npx` put there for vitest (`npm_config_*`, `npm_lifecycle_*`…),
@@ -126,89 +108,12 @@ export const cleanEnv = (extra: { readonly [name: string]: string } = {}): { rea
 }
 
 /** Runs `argv` to completion (resolves on `close`: every byte of output is in); killed if interrupted. */
-export const runCommand = (argv: ReadonlyArray<string>, env: { readonly [name: string]: string } = cleanEnv()) =>
-  Effect.callback<CommandRun>((resume) => {
-    const child = spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, env })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
-    return Effect.sync(() => child.kill("SIGKILL"))
-  })
-
-export interface RunningCommand {
-  readonly pid: number
-  /** stderr and stdout lines so far, interleaved as they came. */
-  readonly lines: ReadonlyArray<string>
-  readonly waitForLine: (pattern: RegExp, timeout?: Duration.Input) => Effect.Effect<RegExpMatchArray, Error>
-  readonly stop: (signal?: NodeJS.Signals, timeout?: Duration.Input) => Effect.Effect<number | null, Error>
-}
+export const runCommand = (argv: ReadonlyArray<string>, env: { readonly [name: string]: string } = cleanEnv()) => runToCompletion(argv, env)
 
 /**
- * `argv` as a long-running child in the current scope (SIGKILLed at scope close if still running), its output
- * lines collected. The process signalled is `argv[0]`'s: give the real program (or one that forwards signals,
- * as npm does to a script started with `exec`), not a shell wrapper that would eat the signal.
+ * `argv` as a long-running child in the current scope (SIGKILLed at scope close if still running), its stdout and
+ * stderr lines collected together. The process signalled is `argv[0]`'s: give the real program (or one that
+ * forwards signals, as npm does to a script started with `exec`), not a shell wrapper that would eat the signal.
  */
 export const startCommand = (argv: ReadonlyArray<string>, env: { readonly [name: string]: string } = cleanEnv()) =>
-  Effect.gen(function*() {
-    const exit = yield* Deferred.make<number | null>()
-    const child: ChildProcess = yield* Effect.acquireRelease(
-      Effect.sync(() => spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] })),
-      (child) =>
-        child.exitCode === null && child.signalCode === null
-          ? Effect.sync(() => child.kill("SIGKILL")).pipe(Effect.andThen(Deferred.await(exit)))
-          : Effect.void
-    )
-    const lines: Array<string> = []
-    const waiters = new Set<{ pattern: RegExp; done: Deferred.Deferred<RegExpMatchArray> }>()
-    const collect = () => {
-      let partial = ""
-      return (chunk: Buffer) => {
-        const parts = (partial + chunk.toString()).split("\n")
-        partial = parts.pop() ?? ""
-        for (const line of parts) {
-          lines.push(line)
-          for (const waiter of waiters) {
-            const match = line.match(waiter.pattern)
-            if (match !== null) {
-              waiters.delete(waiter)
-              Deferred.doneUnsafe(waiter.done, Effect.succeed(match))
-            }
-          }
-        }
-      }
-    }
-    child.stderr!.on("data", collect())
-    child.stdout!.on("data", collect())
-    child.on("exit", (code) => Deferred.doneUnsafe(exit, Effect.succeed(code)))
-
-    const waitForLine = (pattern: RegExp, timeout: Duration.Input = "30 seconds") =>
-      Effect.gen(function*() {
-        const seen = lines.map((l) => l.match(pattern)).find((m) => m !== null)
-        if (seen) return seen
-        const done = yield* Deferred.make<RegExpMatchArray>()
-        const waiter = { pattern, done }
-        waiters.add(waiter)
-        return yield* Deferred.await(done).pipe(
-          Effect.raceFirst(Deferred.await(exit).pipe(Effect.flatMap((code) =>
-            Effect.fail(new Error(`${argv.join(" ")} exited (${code}) before printing ${pattern}:\n${lines.join("\n")}`))))),
-          Effect.timeoutOrElse({
-            duration: timeout,
-            orElse: () => Effect.fail(new Error(`no line matching ${pattern} within ${String(timeout)}:\n${lines.join("\n")}`))
-          }),
-          Effect.ensuring(Effect.sync(() => waiters.delete(waiter)))
-        )
-      })
-
-    const stop = (signal: NodeJS.Signals = "SIGTERM", timeout: Duration.Input = "30 seconds") =>
-      Effect.sync(() => child.kill(signal)).pipe(
-        Effect.andThen(Deferred.await(exit)),
-        Effect.timeoutOrElse({
-          duration: timeout,
-          orElse: () => Effect.fail(new Error(`${argv.join(" ")} did not exit within ${String(timeout)} of ${signal}:\n${lines.join("\n")}`))
-        })
-      )
-    const running: RunningCommand = { pid: child.pid!, lines, waitForLine, stop }
-    return running
-  })
+  watchChild(argv, { env, output: "merged", label: argv.join(" "), waitTimeout: "30 seconds", stopTimeout: "30 seconds" })

@@ -14,17 +14,17 @@
  * Needs root and network namespaces (CI runs as root and `.ci/run` installs iproute2 and nftables).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schedule } from "effect"
+import { Effect, Schedule, type Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { startBinary } from "../support/child-process.ts"
-import { makeInternet, NAT1_WAN_IP, NAT2_WAN_IP, netnsAvailable, PUBLIC_IP } from "../support/netns.ts"
+import { type RunningBinary, startBinary } from "../support/child-process.ts"
+import { startDaemon } from "../support/daemon-child.ts"
+import { type Internet, makeInternet, NAT1_WAN_IP, NAT2_WAN_IP, netnsAvailable, PUBLIC_IP } from "../support/netns.ts"
 import { ctl, okData, tempDir } from "../pilotctl/ctl-kit.ts"
 
 const REGISTRY = `${PUBLIC_IP}:9000`
 const BEACON = `${PUBLIC_IP}:9001`
 const SECOND_BEACON = `${PUBLIC_IP}:9002`
-const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
 
 interface PeerEntry {
   readonly node_id: number
@@ -40,22 +40,14 @@ const startRendezvous = (netns: string) =>
     return proc
   })
 
-const startDaemon = (netns: string, dir: string, name: string, beacon: string) =>
+type NattedDaemon = Effect.Success<ReturnType<typeof startNattedDaemon>>
+
+/** A public daemon behind a NAT: the binary's default `--listen`, ready once it says it is public. */
+const startNattedDaemon = (netns: string, dir: string, name: string, beacon: string) =>
   Effect.gen(function*() {
-    const home = path.join(dir, name)
-    fs.mkdirSync(home)
-    const socket = path.join(home, "d.sock")
-    const proc = yield* startBinary("src/daemon/main.ts", [
-      "--registry", REGISTRY,
-      "--beacon", beacon,
-      "--socket", socket,
-      "--identity", path.join(home, "identity.json"),
-      "--hostname", name,
-      "--public"
-    ], {}, { netns })
-    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
-    yield* proc.waitForLine(/node is public/, "15 seconds")
-    return { socket, nodeId, proc }
+    const daemon = yield* startDaemon({ home: path.join(dir, name), registry: REGISTRY, beacon, hostname: name, listen: false, args: ["--public"], netns })
+    yield* daemon.proc.waitForLine(/node is public/, "15 seconds")
+    return daemon
   })
 
 const peerOf = (socket: string, nodeId: number) =>
@@ -84,14 +76,39 @@ const stopAll = (daemons: ReadonlyArray<{ readonly socket: string; readonly proc
       assert.isFalse(fs.existsSync(d.socket), `${d.socket} removed`)
     }))
 
+/**
+ * The scene every test plays in: a rendezvous on the public network, then `prepare` (its result is `prepared`),
+ * then alpha behind NAT 1 on the first beacon and bravo behind NAT 2 on `bravoBeacon`.
+ */
+const natScene = <A = void>(
+  options: { readonly bravoBeacon?: string; readonly prepare?: (net: Internet) => Effect.Effect<A, Error, Scope.Scope> } = {}
+) =>
+  Effect.gen(function*() {
+    const net = yield* makeInternet
+    const dir = yield* tempDir
+    const rendezvous = yield* startRendezvous(net.pub)
+    const prepared = options.prepare === undefined ? undefined : yield* options.prepare(net)
+    const a = yield* startNattedDaemon(net.h1, dir, "alpha", BEACON)
+    const b = yield* startNattedDaemon(net.h2, dir, "bravo", options.bravoBeacon ?? BEACON)
+    return { net, rendezvous, a, b, prepared }
+  })
+
+/** Stops the daemons (stopAll), then `others`, then the rendezvous, each with exit code 0. */
+const stopScene = (
+  scene: { readonly rendezvous: RunningBinary; readonly a: NattedDaemon; readonly b: NattedDaemon },
+  others: ReadonlyArray<{ readonly stop: (s?: NodeJS.Signals) => Effect.Effect<number | null, Error> }> = []
+) =>
+  Effect.gen(function*() {
+    yield* stopAll([scene.a, scene.b])
+    for (const other of others) assert.strictEqual(yield* other.stop("SIGTERM"), 0)
+    assert.strictEqual(yield* scene.rendezvous.stop("SIGTERM"), 0)
+  })
+
 describe.skipIf(!netnsAvailable())("NAT traversal in network namespaces (skipped without root and ip netns)", () => {
   it.live("endpoint-independent NATs on both sides: the daemons punch through and talk directly", () =>
     Effect.gen(function*() {
-      const net = yield* makeInternet
-      const dir = yield* tempDir
-      const rendezvous = yield* startRendezvous(net.pub)
-      const a = yield* startDaemon(net.h1, dir, "alpha", BEACON)
-      const b = yield* startDaemon(net.h2, dir, "bravo", BEACON)
+      const scene = yield* natScene()
+      const { a, b } = scene
 
       // Discovery: each registered the endpoint its NAT gives it, not its private address.
       const infoA = okData(yield* ctl("info", "--json", "--socket", a.socket))
@@ -111,17 +128,13 @@ describe.skipIf(!netnsAvailable())("NAT traversal in network namespaces (skipped
       assert.deepStrictEqual(reset, { node_id: b.nodeId, had_tunnel: true, was_relay_active: false, was_relay_pinned: false, pila_pushed: true })
       assert.strictEqual((yield* echo(a.socket, b.nodeId, "after the reset"))["response"], "after the reset")
 
-      yield* stopAll([a, b])
-      assert.strictEqual(yield* rendezvous.stop("SIGTERM"), 0)
+      yield* stopScene(scene)
     }), 120_000)
 
   it.live("UDP between the NATs blocked: relay fallback carries a message and 1 MB; lifting the block brings the direct path back", () =>
     Effect.gen(function*() {
-      const net = yield* makeInternet
-      const dir = yield* tempDir
-      const rendezvous = yield* startRendezvous(net.pub)
-      const a = yield* startDaemon(net.h1, dir, "alpha", BEACON)
-      const b = yield* startDaemon(net.h2, dir, "bravo", BEACON)
+      const scene = yield* natScene()
+      const { a, b, net } = scene
       yield* net.blockDirect
 
       const reply = yield* echo(a.socket, b.nodeId, "hello through the relay")
@@ -137,28 +150,28 @@ describe.skipIf(!netnsAvailable())("NAT traversal in network namespaces (skipped
       const after = yield* echo(a.socket, b.nodeId, "direct again")
       assert.strictEqual(after["response"], "direct again")
 
-      yield* stopAll([a, b])
-      assert.strictEqual(yield* rendezvous.stop("SIGTERM"), 0)
+      yield* stopScene(scene)
     }), 180_000)
 
   it.live("two beacons: daemons attached to different beacons reach each other through gossip", () =>
     Effect.gen(function*() {
-      const net = yield* makeInternet
-      const dir = yield* tempDir
-      const rendezvous = yield* startRendezvous(net.pub)
-      const second = yield* startBinary("src/beacon/main.ts", ["--addr", SECOND_BEACON, "--registry", REGISTRY], {}, { netns: net.pub })
-      yield* second.waitForLine(/registered with the registry/, "30 seconds")
-      yield* second.waitForLine(/peer beacon heard/, "30 seconds")
-      yield* net.blockDirect
-      const a = yield* startDaemon(net.h1, dir, "alpha", BEACON)
-      const b = yield* startDaemon(net.h2, dir, "bravo", SECOND_BEACON)
+      const scene = yield* natScene({
+        bravoBeacon: SECOND_BEACON,
+        prepare: (net) =>
+          Effect.gen(function*() {
+            const second = yield* startBinary("src/beacon/main.ts", ["--addr", SECOND_BEACON, "--registry", REGISTRY], {}, { netns: net.pub })
+            yield* second.waitForLine(/registered with the registry/, "30 seconds")
+            yield* second.waitForLine(/peer beacon heard/, "30 seconds")
+            yield* net.blockDirect
+            return second
+          })
+      })
+      const { a, b } = scene
 
       const reply = yield* echo(a.socket, b.nodeId, "across two beacons")
       assert.strictEqual(reply["response"], "across two beacons")
       assert.isTrue((yield* awaitPeer(a.socket, b.nodeId, (p) => p.encrypted, "a session")).relay)
 
-      yield* stopAll([a, b])
-      assert.strictEqual(yield* second.stop("SIGTERM"), 0)
-      assert.strictEqual(yield* rendezvous.stop("SIGTERM"), 0)
+      yield* stopScene(scene, scene.prepared === undefined ? [] : [scene.prepared])
     }), 120_000)
 })

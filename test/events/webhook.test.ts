@@ -5,8 +5,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import fc from "fast-check"
-import * as http from "node:http"
-import type { AddressInfo } from "node:net"
 import { makeEventBus } from "../../src/events/event-bus.ts"
 import {
   admit,
@@ -20,6 +18,7 @@ import {
   rfc3339,
   type WebhookPolicy
 } from "../../src/events/webhook.ts"
+import { startJsonReceiver } from "../support/http-receiver.ts"
 import { expectNoLeaks } from "../support/leak-check.ts"
 
 // ---- pure core ------------------------------------------------------------------------------------------------
@@ -97,29 +96,14 @@ type Mode = "ok" | "fail" | "hang"
 
 const startServer = Effect.gen(function*() {
   const state = { mode: "ok" as Mode, failNext: 0, bodies: [] as Array<Record<string, unknown>>, requests: 0 }
-  const server = yield* Effect.acquireRelease(
-    Effect.callback<http.Server>((resume) => {
-      const s = http.createServer((req, res) => {
-        let body = ""
-        req.on("data", (chunk: Buffer) => (body += chunk.toString()))
-        req.on("end", () => {
-          state.requests++
-          state.bodies.push(JSON.parse(body) as Record<string, unknown>)
-          if (state.mode === "hang") return
-          const fail = state.mode === "fail" || state.failNext > 0
-          if (state.failNext > 0) state.failNext--
-          res.writeHead(fail ? 500 : 200).end()
-        })
-      })
-      s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
-    }),
-    (s) =>
-      Effect.callback<void>((resume) => {
-        s.closeAllConnections()
-        s.close(() => resume(Effect.void))
-      })
-  )
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`
+  const { url } = yield* startJsonReceiver((body) => {
+    state.requests++
+    state.bodies.push(body as Record<string, unknown>)
+    if (state.mode === "hang") return undefined
+    const fail = state.mode === "fail" || state.failNext > 0
+    if (state.failNext > 0) state.failNext--
+    return fail ? 500 : 200
+  })
   return { state, url }
 })
 

@@ -3,32 +3,21 @@
  */
 import { assert } from "@effect/vitest"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { startBinary } from "../support/child-process.ts"
+import { type CompletedRun, runToCompletion } from "../support/child-process.ts"
+import { startDaemon } from "../support/daemon-child.ts"
+import { startRegistry } from "../support/registry.ts"
 
 const repoRoot = path.resolve(import.meta.dirname, "../..")
 const CTL = path.join(repoRoot, "src/pilotctl/main.ts")
 
-export interface CtlRun {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
+export type CtlRun = CompletedRun
 
 /** Runs pilotctl to completion with extra environment; resolves on `close`, so every byte of output is in. */
 export const ctlWithEnv = (env: { readonly [name: string]: string }, ...args: ReadonlyArray<string>) =>
-  Effect.callback<CtlRun>((resume) => {
-    const child = spawn(process.execPath, [CTL, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: "1", ...env } })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
-    return Effect.sync(() => child.kill("SIGKILL"))
-  })
+  runToCompletion([process.execPath, CTL, ...args], { ...process.env, NO_COLOR: "1", ...env })
 
 export const ctl = (...args: ReadonlyArray<string>) => ctlWithEnv({}, ...args)
 
@@ -58,26 +47,30 @@ export const assertErrorEnvelope = (run: CtlRun, code: string) => {
   return error
 }
 
-const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
-
 /**
  * A real `pilot-daemon` child process registered to the registry on `registryPort`, its home (identity, data
  * directory, socket) in `<dir>/<name>`, made public so that peers can reach it without a trust handshake.
+ * `listen` as in `startDaemon` (default loopback, ephemeral port).
  */
-export const startCtlDaemon = (dir: string, registryPort: number, name: string, extra: ReadonlyArray<string> = []) =>
+export const startCtlDaemon = (dir: string, registryPort: number, name: string, extra: ReadonlyArray<string> = [], listen?: string) =>
   Effect.gen(function*() {
-    const home = path.join(dir, name)
-    fs.mkdirSync(home)
-    const socket = path.join(home, "d.sock")
-    const proc = yield* startBinary("src/daemon/main.ts", [
-      "--registry", `127.0.0.1:${registryPort}`,
-      "--listen", "127.0.0.1:0",
-      "--socket", socket,
-      "--identity", path.join(home, "identity.json"),
-      "--hostname", name,
-      ...extra
-    ])
-    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
-    assert.strictEqual(okData(yield* ctl("set-public", "--json", "--socket", socket))["visibility"], "public")
-    return { socket, nodeId, home, proc }
+    const daemon = yield* startDaemon({
+      home: path.join(dir, name),
+      registry: `127.0.0.1:${registryPort}`,
+      hostname: name,
+      args: extra,
+      ...(listen === undefined ? {} : { listen })
+    })
+    assert.strictEqual(okData(yield* ctl("set-public", "--json", "--socket", daemon.socket))["visibility"], "public")
+    return daemon
+  })
+
+/** A registry and two public daemons, alpha (given `alphaArgs`) and bravo, homed in a temporary directory. */
+export const startCtlPair = (alphaArgs: ReadonlyArray<string> = []) =>
+  Effect.gen(function*() {
+    const dir = yield* tempDir
+    const registry = yield* startRegistry()
+    const a = yield* startCtlDaemon(dir, registry.port, "alpha", alphaArgs)
+    const b = yield* startCtlDaemon(dir, registry.port, "bravo")
+    return { dir, registry, a, b }
   })

@@ -10,8 +10,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { formatAddr } from "../../src/protocol/address.ts"
 import { startBinary } from "../support/child-process.ts"
-import { startRegistry } from "../support/registry.ts"
-import { assertErrorEnvelope, ctl, okData, startCtlDaemon, tempDir } from "./ctl-kit.ts"
+import { assertErrorEnvelope, ctl, okData, startCtlPair } from "./ctl-kit.ts"
 
 const until = (what: string, condition: Effect.Effect<boolean, unknown>) =>
   condition.pipe(
@@ -22,10 +21,7 @@ const until = (what: string, condition: Effect.Effect<boolean, unknown>) =>
 describe("pilotctl mailbox and pub/sub", () => {
   it.live("send-message --wait shows the ACK, inbox lists and clears; send-file arrives intact and received lists it", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const registry = yield* startRegistry()
-      const a = yield* startCtlDaemon(dir, registry.port, "alpha")
-      const b = yield* startCtlDaemon(dir, registry.port, "bravo")
+      const { dir, a, b } = yield* startCtlPair()
       const bravo = formatAddr({ network: 0, node: b.nodeId })
       const alpha = formatAddr({ network: 0, node: a.nodeId })
 
@@ -71,10 +67,7 @@ describe("pilotctl mailbox and pub/sub", () => {
 
   it.live("subscribe --count gets what publish sends; without bounds it streams NDJSON lines", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const registry = yield* startRegistry()
-      const a = yield* startCtlDaemon(dir, registry.port, "alpha")
-      const b = yield* startCtlDaemon(dir, registry.port, "bravo")
+      const { a, b } = yield* startCtlPair()
       const bravo = formatAddr({ network: 0, node: b.nodeId })
 
       // The subscription races the first publications: publish until the subscriber has its event.

@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { ERROR_CODES } from "../../src/pilotctl/errors.ts"
-import { startBinary } from "../support/child-process.ts"
+import { spawnDaemon } from "../support/daemon-child.ts"
 import { startRegistry } from "../support/registry.ts"
 import { assertErrorEnvelope, ctl, envelope, tempDir } from "./ctl-kit.ts"
 
@@ -25,14 +25,7 @@ describe("pilotctl", () => {
     Effect.gen(function*() {
       const dir = yield* tempDir
       const registry = yield* startRegistry()
-      const socket = path.join(dir, "d.sock")
-      const daemon = yield* startBinary("src/daemon/main.ts", [
-        "--registry", `127.0.0.1:${registry.port}`,
-        "--listen", "127.0.0.1:0",
-        "--socket", socket,
-        "--identity", path.join(dir, "id.json"),
-        "--hostname", "alpha"
-      ])
+      const { proc: daemon, socket } = yield* spawnDaemon({ home: dir, registry: `127.0.0.1:${registry.port}`, hostname: "alpha" })
       const nodeId = Number((yield* daemon.waitForLine(REGISTERED, "30 seconds"))[1])
 
       const health = yield* ctl("health", "--json", "--socket", socket)

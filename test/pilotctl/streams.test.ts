@@ -7,36 +7,13 @@ import { Effect, Fiber, Schedule } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { formatAddr } from "../../src/protocol/address.ts"
-import { startBinary } from "../support/child-process.ts"
 import { startRegistry } from "../support/registry.ts"
-import { assertErrorEnvelope, ctl, ctlWithEnv, okData, tempDir } from "./ctl-kit.ts"
-
-const PLANE_RUNNING = /message="data plane running".* node_id=(\d+)/
-
-const startDaemon = (dir: string, registryPort: number, name: string) =>
-  Effect.gen(function*() {
-    const home = path.join(dir, name)
-    fs.mkdirSync(home)
-    const socket = path.join(home, "d.sock")
-    const proc = yield* startBinary("src/daemon/main.ts", [
-      "--registry", `127.0.0.1:${registryPort}`,
-      "--listen", "127.0.0.1:0",
-      "--socket", socket,
-      "--identity", path.join(home, "identity.json"),
-      "--hostname", name
-    ])
-    const nodeId = Number((yield* proc.waitForLine(PLANE_RUNNING, "30 seconds"))[1])
-    assert.strictEqual(okData(yield* ctl("set-public", "--json", "--socket", socket))["visibility"], "public")
-    return { socket, nodeId }
-  })
+import { assertErrorEnvelope, ctl, ctlWithEnv, okData, startCtlDaemon, startCtlPair, tempDir } from "./ctl-kit.ts"
 
 describe("pilotctl stream commands", () => {
   it.live("ping, connect and bench against the peer's echo service; send delivers to recv", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const registry = yield* startRegistry()
-      const a = yield* startDaemon(dir, registry.port, "alpha")
-      const b = yield* startDaemon(dir, registry.port, "bravo")
+      const { a, b } = yield* startCtlPair()
       const target = String(b.nodeId)
 
       const ping = okData(yield* ctl("ping", target, "--count", "3", "--json", "--socket", a.socket))
@@ -73,7 +50,7 @@ describe("pilotctl stream commands", () => {
     Effect.gen(function*() {
       const dir = yield* tempDir
       const registry = yield* startRegistry()
-      const a = yield* startDaemon(dir, registry.port, "alpha")
+      const a = yield* startCtlDaemon(dir, registry.port, "alpha")
       const config = path.join(dir, "ctl.json")
       fs.writeFileSync(config, JSON.stringify({ socket: a.socket, unrelated: 1 }))
 

@@ -3,9 +3,9 @@
  * total decoding of random bytes (a typed DecodeError, never a throw).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Result } from "effect"
 import fc from "fast-check"
 import {
+  type DataFrame,
   decodeDataFrame,
   decodeFilePayload,
   encodeDataFrame,
@@ -13,56 +13,23 @@ import {
   makeDataFrameSplitter,
   MAX_DATA_PAYLOAD
 } from "../../src/protocol/data-exchange.ts"
-import { DecodeError } from "../../src/protocol/errors.ts"
+import { failure as fails, ok } from "./arbitraries.ts"
+import { assertStreamRoundTrip, assertTotalDecoding, type StreamCodec } from "./framing-properties.ts"
 
 const frameArb = fc.record({
   type: fc.constantFrom(1 as const, 2 as const, 3 as const, 4 as const),
   payload: fc.uint8Array({ maxLength: 300 })
 })
 
-const ok = <A>(r: Result.Result<A, DecodeError>): A => {
-  if (Result.isFailure(r)) throw r.failure
-  return r.success
-}
-
-const fails = <A>(r: Result.Result<A, DecodeError>): DecodeError => {
-  if (Result.isSuccess(r)) throw new Error("expected a DecodeError")
-  return r.failure
-}
-
-/** `bytes` cut at the given (sorted, deduplicated) offsets. */
-const cut = (bytes: Uint8Array, offsets: ReadonlyArray<number>) => {
-  const points = [...new Set(offsets.map((o) => o % (bytes.byteLength + 1)))].sort((a, b) => a - b)
-  const pieces: Array<Uint8Array> = []
-  let at = 0
-  for (const p of points) {
-    pieces.push(bytes.subarray(at, p))
-    at = p
-  }
-  pieces.push(bytes.subarray(at))
-  return pieces
-}
-
-const concat = (parts: ReadonlyArray<Uint8Array>) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.byteLength
-  }
-  return out
+const codec: StreamCodec<DataFrame> = {
+  encode: encodeDataFrame,
+  decode: decodeDataFrame,
+  makeSplitter: () => makeDataFrameSplitter()
 }
 
 describe("data-exchange frames", () => {
   it("round-trip, alone and as a stream split anywhere", () => {
-    fc.assert(fc.property(fc.array(frameArb, { maxLength: 6 }), fc.array(fc.nat(), { maxLength: 8 }), (frames, offsets) => {
-      const encoded = frames.map((f) => ok(encodeDataFrame(f)))
-      for (let i = 0; i < frames.length; i++) assert.deepStrictEqual(ok(decodeDataFrame(encoded[i]!)), frames[i])
-      const splitter = makeDataFrameSplitter()
-      const out = cut(concat(encoded), offsets).flatMap((piece) => ok(splitter.push(piece)))
-      assert.deepStrictEqual(out, frames)
-      assert.strictEqual(splitter.bufferedBytes, 0)
-    }), { numRuns: 300 })
+    assertStreamRoundTrip(codec, frameArb)
   })
 
   it("file payloads round-trip; the name is UTF-8 and bounded", () => {
@@ -75,12 +42,7 @@ describe("data-exchange frames", () => {
   })
 
   it("random bytes decode to a frame or a typed DecodeError, never a throw", () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
-      const one = decodeDataFrame(bytes)
-      assert.isTrue(Result.isSuccess(one) || one.failure instanceof DecodeError)
-      const streamed = makeDataFrameSplitter().push(bytes)
-      assert.isTrue(Result.isSuccess(streamed) || streamed.failure instanceof DecodeError)
-    }), { numRuns: 1000 })
+    assertTotalDecoding(codec)
   })
 
   it("an unknown type or an oversize length is refused from the header alone, and the splitter stays dead", () => {

@@ -14,29 +14,8 @@ import {
   MAX_FRAME_BODY
 } from "../../src/protocol/length-prefixed.ts"
 import { failure, ok } from "./arbitraries.ts"
+import { concat, cut } from "./framing-properties.ts"
 
-
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let offset = 0
-  for (const part of parts) {
-    out.set(part, offset)
-    offset += part.byteLength
-  }
-  return out
-}
-
-/** Cuts `stream` at the given (sorted, deduplicated, in-range) offsets. */
-const cutAt = (stream: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {
-  const points = [...new Set(cuts.map((c) => c % (stream.byteLength + 1)))].sort((a, b) => a - b)
-  const chunks: Array<Uint8Array> = []
-  let start = 0
-  for (const point of [...points, stream.byteLength]) {
-    chunks.push(stream.subarray(start, point))
-    start = point
-  }
-  return chunks
-}
 
 describe("encodeFrame", () => {
   it("writes a big-endian u32 body length then the body, in one buffer", () => {
@@ -61,7 +40,7 @@ describe("makeFrameSplitter", () => {
           const stream = concat(bodies.map((body) => ok(encodeFrame(body))))
           const splitter = makeFrameSplitter()
           const out: Array<Uint8Array> = []
-          for (const chunk of cutAt(stream, cuts)) out.push(...ok(splitter.push(chunk)))
+          for (const chunk of cut(stream, cuts)) out.push(...ok(splitter.push(chunk)))
           expect(out.map((b) => [...b])).toEqual(bodies.map((b) => [...b]))
           expect(splitter.bufferedBytes).toBe(0)
         }

@@ -24,28 +24,26 @@ export interface RunningBinary {
 
 const repoRoot = path.resolve(import.meta.dirname, "../..")
 
+export interface WatchOptions {
+  /** The environment, as given (nothing added). */
+  readonly env: { readonly [name: string]: string | undefined }
+  /** `separate`: `lines` and `waitForLine` see stderr only, stdout goes to `stdout`; `merged`: both, interleaved. */
+  readonly output: "separate" | "merged"
+  /** How failures name the process. */
+  readonly label: string
+  readonly waitTimeout: Duration.Input
+  readonly stopTimeout: Duration.Input
+}
+
 /**
- * `netns`: run inside that network namespace (`ip netns exec` execs Node in place, so the PID and the
- * signals are still Node's own).
+ * `argv` as a child in the current scope, in the repository root, SIGKILLed at scope close if still running; its
+ * output collected as lines, readiness awaited on a line.
  */
-export const startBinary = (
-  entry: string,
-  args: ReadonlyArray<string>,
-  env: Record<string, string> = {},
-  options: { readonly netns?: string } = {}
-) =>
+export const watchChild = (argv: ReadonlyArray<string>, options: WatchOptions) =>
   Effect.gen(function*() {
     const exit = yield* Deferred.make<number | null>()
-    const command = [process.execPath, path.join(repoRoot, entry), ...args]
-    const argv = options.netns === undefined ? command : ["ip", "netns", "exec", options.netns, ...command]
     const child: ChildProcess = yield* Effect.acquireRelease(
-      Effect.sync(() =>
-        spawn(argv[0]!, argv.slice(1), {
-          cwd: repoRoot,
-          env: { ...process.env, ...env, NO_COLOR: "1" },
-          stdio: ["ignore", "pipe", "pipe"]
-        })
-      ),
+      Effect.sync(() => spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, env: options.env, stdio: ["ignore", "pipe", "pipe"] })),
       (child) =>
         child.exitCode === null && child.signalCode === null
           ? Effect.sync(() => child.kill("SIGKILL")).pipe(Effect.andThen(Deferred.await(exit)))
@@ -74,10 +72,10 @@ export const startBinary = (
       }
     }
     child.stderr!.on("data", collect(lines, true))
-    child.stdout!.on("data", collect(stdout, false))
+    child.stdout!.on("data", options.output === "merged" ? collect(lines, true) : collect(stdout, false))
     child.on("exit", (code) => Deferred.doneUnsafe(exit, Effect.succeed(code)))
 
-    const waitForLine = (pattern: RegExp, timeout: Duration.Input = "15 seconds") =>
+    const waitForLine = (pattern: RegExp, timeout: Duration.Input = options.waitTimeout) =>
       Effect.gen(function*() {
         const seen = lines.map((l) => l.match(pattern)).find((m) => m !== null)
         if (seen) return seen
@@ -86,24 +84,62 @@ export const startBinary = (
         waiters.add(waiter)
         return yield* Deferred.await(done).pipe(
           Effect.raceFirst(Deferred.await(exit).pipe(Effect.flatMap((code) =>
-            Effect.fail(new Error(`process exited (${code}) before logging ${pattern}:\n${lines.join("\n")}`))))),
+            Effect.fail(new Error(`${options.label} exited (${code}) before printing ${pattern}:\n${lines.join("\n")}`))))),
           Effect.timeoutOrElse({
             duration: timeout,
-            orElse: () => Effect.fail(new Error(`no log line matching ${pattern} within ${String(timeout)}:\n${lines.join("\n")}`))
+            orElse: () => Effect.fail(new Error(`no line matching ${pattern} within ${String(timeout)}:\n${lines.join("\n")}`))
           }),
           Effect.ensuring(Effect.sync(() => waiters.delete(waiter)))
         )
       })
 
-    const stop = (signal: NodeJS.Signals = "SIGTERM", timeout: Duration.Input = "20 seconds") =>
+    const stop = (signal: NodeJS.Signals = "SIGTERM", timeout: Duration.Input = options.stopTimeout) =>
       Effect.sync(() => child.kill(signal)).pipe(
         Effect.andThen(Deferred.await(exit)),
         Effect.timeoutOrElse({
           duration: timeout,
-          orElse: () => Effect.fail(new Error(`process did not exit within ${String(timeout)} of ${signal}:\n${lines.join("\n")}`))
+          orElse: () => Effect.fail(new Error(`${options.label} did not exit within ${String(timeout)} of ${signal}:\n${lines.join("\n")}`))
         })
       )
     const running: RunningBinary = { pid: child.pid!, lines, stdout, waitForLine, stop, exited: Deferred.await(exit) }
     return running
   })
 
+/**
+ * `netns`: run inside that network namespace (`ip netns exec` execs Node in place, so the PID and the
+ * signals are still Node's own).
+ */
+export const startBinary = (
+  entry: string,
+  args: ReadonlyArray<string>,
+  env: Record<string, string> = {},
+  options: { readonly netns?: string } = {}
+) => {
+  const command = [process.execPath, path.join(repoRoot, entry), ...args]
+  const argv = options.netns === undefined ? command : ["ip", "netns", "exec", options.netns, ...command]
+  return watchChild(argv, {
+    env: { ...process.env, ...env, NO_COLOR: "1" },
+    output: "separate",
+    label: entry,
+    waitTimeout: "15 seconds",
+    stopTimeout: "20 seconds"
+  })
+}
+
+export interface CompletedRun {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs `argv` to completion in the repository root (resolves on `close`: every byte of output is in); killed if interrupted. */
+export const runToCompletion = (argv: ReadonlyArray<string>, env: { readonly [name: string]: string | undefined }) =>
+  Effect.callback<CompletedRun>((resume) => {
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, env })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })

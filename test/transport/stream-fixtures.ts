@@ -4,6 +4,7 @@
  * demand (so a test can drop, hold or reorder exactly the ones it names).
  */
 import { Result } from "effect"
+import { concat } from "../protocol/framing-properties.ts"
 import { PacketFlag } from "../../src/protocol/packet.ts"
 import { decodeSack, type SackBlock } from "../../src/transport/sack.ts"
 import { EMPTY_PAYLOAD, type Segment } from "../../src/transport/segment.ts"
@@ -31,15 +32,7 @@ export const bytes = (length: number, seed = 1): Uint8Array => {
 
 export const ascii = (text: string): Uint8Array => new TextEncoder().encode(text)
 
-export const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0))
-  let offset = 0
-  for (const chunk of chunks) {
-    out.set(chunk, offset)
-    offset += chunk.byteLength
-  }
-  return out
-}
+export { concat }
 
 export const dataSegments = (step: StreamStep): Array<Segment> =>
   step.segments.filter((s) => s.payload.byteLength > 0 && s.flags === ACK && !isSack(s))
