@@ -254,7 +254,13 @@ export const runDaemon = (settings: DaemonSettings) =>
         const state = yield* session.state
         const nowMs = yield* Clock.currentTimeMillis
         const tunnel = current.tunnel.stats()
-        return { pktsRecv: tunnel.pkts_recv, pktsSent: tunnel.pkts_sent, consecutiveDialTimeouts: 0, uptimeMs: nowMs - startedMs, registryLastOkMs: state.lastOkMillis }
+        return {
+          pktsRecv: tunnel.pkts_recv,
+          pktsSent: tunnel.pkts_sent,
+          consecutiveDialTimeouts: current.transport.stats().consecutiveDialTimeouts,
+          uptimeMs: nowMs - startedMs,
+          registryLastOkMs: state.lastOkMillis
+        }
       }),
       // Soft recovery (reference §12): tell the beacon our endpoint again and register again at once.
       softRecover: Effect.suspend(() => {

@@ -226,6 +226,7 @@ export const renderDaemonMetrics = (input: DaemonMetricsInput): string => {
   out.one("pilot_transport_failed_connections_total", "counter", "Connections that ended in failure", transport?.failedConnections ?? 0)
   out.one("pilot_transport_datagrams_received_total", "counter", "Transport datagrams received", transport?.datagramsIn ?? 0)
   out.one("pilot_transport_datagrams_dropped_total", "counter", "Transport datagrams dropped (no binding or a full queue)", transport?.datagramsDropped ?? 0)
+  out.one("pilot_transport_consecutive_dial_timeouts", "gauge", "Dials that timed out since the last one that got through", transport?.consecutiveDialTimeouts ?? 0)
   out.one("pilot_transport_open_connection_retransmits", "gauge", "Timer retransmissions of the connections open now (summed)", retransmits)
   out.one("pilot_transport_open_connection_fast_retransmits", "gauge", "ACK-clocked retransmissions of the connections open now (summed)", fastRetransmits)
   out.one("pilot_transport_unacked_segments", "gauge", "Segments sent and not yet acknowledged, over open connections", unacked)

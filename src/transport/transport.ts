@@ -84,6 +84,8 @@ export interface TransportStats {
   readonly failedConnections: number
   readonly datagramsIn: number
   readonly datagramsDropped: number
+  /** Dials that ended in `dial_timeout` since the last dial that got through (the receive watchdog's input). */
+  readonly consecutiveDialTimeouts: number
 }
 
 export interface Transport {
@@ -146,7 +148,15 @@ export const makeTransport = Effect.fnUntraced(function*(options: TransportOptio
   const wakeTimers = yield* Queue.dropping<void>(1)
   let nextId = 1
   let earliestDeadline = Number.POSITIVE_INFINITY
-  const counters = { acceptQueueDrops: 0, connectionLimitDrops: 0, resetsSent: 0, failedConnections: 0, datagramsIn: 0, datagramsDropped: 0 }
+  const counters = {
+    acceptQueueDrops: 0,
+    connectionLimitDrops: 0,
+    resetsSent: 0,
+    failedConnections: 0,
+    datagramsIn: 0,
+    datagramsDropped: 0,
+    consecutiveDialTimeouts: 0
+  }
 
   const wakeUp = (waiter: { wake: Deferred.Deferred<void> }) => {
     const previous = waiter.wake
@@ -326,8 +336,14 @@ export const makeTransport = Effect.fnUntraced(function*(options: TransportOptio
       const conn = register({ local: options.local, localPort, remote, remotePort: port }, connection, true)
       apply(conn, step)
       yield* Deferred.await(conn.established).pipe(
-        Effect.onInterrupt(() => Effect.sync(() => apply(conn, conn.stream.abort(now()))))
+        Effect.onInterrupt(() => Effect.sync(() => apply(conn, conn.stream.abort(now())))),
+        Effect.tapError((error) =>
+          Effect.sync(() => {
+            if (error.reason === "dial_timeout") counters.consecutiveDialTimeouts++
+          })
+        )
       )
+      counters.consecutiveDialTimeouts = 0
       return connectionOf(conn)
     })
 

@@ -75,7 +75,8 @@ const transport = (n: number): TransportStats => ({
   resetsSent: n + 3,
   failedConnections: n + 4,
   datagramsIn: n + 5,
-  datagramsDropped: n + 6
+  datagramsDropped: n + 6,
+  consecutiveDialTimeouts: n + 7
 })
 
 const tunnelStats = (n: number, lastRecvMs: number | undefined): TunnelStats => {
