@@ -496,40 +496,46 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
   const relayKeyExchange = (relay: BeaconLink, nodeId: number, keyRequest: boolean): void =>
     sendOwnKeyExchange((frame) => relay.relay(ownNode, nodeId, frame), keyRequest)
 
+  /** Asks `endpointOf` where a node is (bounded, counted); a failure or timeout is logged at Debug: no answer. */
+  const lookUpEndpoint = (nodeId: number): Effect.Effect<NetAddress.InetAddress | undefined> =>
+    Effect.suspend(() => {
+      counters.endpoint_lookups++
+      return options.endpointOf(nodeId).pipe(
+        Effect.timeout(limits.lookupTimeout),
+        Effect.catch((error) =>
+          Effect.logDebug("endpoint lookup failed", error).pipe(Effect.as(undefined), Effect.annotateLogs("peer_node", nodeId))
+        )
+      )
+    })
+
   /**
    * Resolves a peer's address through `endpointOf` (bounded), asks the beacon to punch both NATs, then —
    * after `punchLead`, so the punches have opened the peer's NAT — sends our key exchange there, and a copy
    * through the relay if it is still unanswered `relayCopyAfter` later. A peer the registry calls relay-only
    * is pinned to the relay instead, and one without any address goes through it at once.
    */
-  const dial = (nodeId: number, keyRequest: boolean): Effect.Effect<void> => {
-    counters.endpoint_lookups++
-    return options.endpointOf(nodeId).pipe(
-      Effect.timeout(limits.lookupTimeout),
-      Effect.catch((error) =>
-        Effect.logDebug("endpoint lookup failed", error).pipe(Effect.as(undefined), Effect.annotateLogs("peer_node", nodeId))
-      ),
+  const dial = (nodeId: number, keyRequest: boolean): Effect.Effect<void> =>
+    lookUpEndpoint(nodeId).pipe(
       Effect.flatMap((resolved) => {
         const link = links.get(nodeId)
         if (link === undefined) return Effect.void // forgotten meanwhile: nothing is waiting for this address any more
         link.resolving = false
         link.pathReset = false
+        const throughRelay = (relay: BeaconLink): Effect.Effect<void> => {
+          step(nodeId, { _tag: "DirectPathSilent" })
+          relayKeyExchange(relay, nodeId, keyRequest)
+          return Effect.void
+        }
         if (beacon !== undefined && options.isRelayOnly?.(nodeId) === true) {
           link.path = { ...link.path, pinned: true }
-          step(nodeId, { _tag: "DirectPathSilent" })
-          relayKeyExchange(beacon, nodeId, keyRequest)
-          return Effect.void
+          return throughRelay(beacon)
         }
         const to = resolved ?? addressOf(nodeId, link)
         if (to === undefined) {
           counters.endpoint_lookup_failures++
           // No address to punch (a private peer that does not trust us yet resolves to nothing): the relay
           // is the only way to reach it now, rather than after an unanswered retransmit.
-          if (beacon !== undefined) {
-            step(nodeId, { _tag: "DirectPathSilent" })
-            relayKeyExchange(beacon, nodeId, keyRequest)
-          }
-          return Effect.void
+          return beacon === undefined ? Effect.void : throughRelay(beacon)
         }
         link.address = to
         if (beacon === undefined) return Effect.sync(() => directKeyExchange(to, keyRequest))
@@ -546,7 +552,6 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
         )
       })
     )
-  }
 
   const sendKeyExchange = (nodeId: number, keyRequest: boolean, path: "direct" | "relay", replyTo: string | undefined): void => {
     const answerTo = parseEndpoint(replyTo)
@@ -887,9 +892,7 @@ export const makeTunnel = Effect.fnUntraced(function*<E1, E2>(
 
   /** Asks `endpointOf` for the peer's current address (bounded) and uses it for direct frames from now on. */
   const refreshAddress = (nodeId: number): Effect.Effect<void> =>
-    options.endpointOf(nodeId).pipe(
-      Effect.timeout(limits.lookupTimeout),
-      Effect.catch(() => Effect.succeed(undefined)),
+    lookUpEndpoint(nodeId).pipe(
       Effect.map((resolved) => {
         const link = links.get(nodeId)
         if (link !== undefined && resolved !== undefined) link.address = resolved
