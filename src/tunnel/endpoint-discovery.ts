@@ -7,12 +7,11 @@
  *
  * A Discover with node ID 0 (anonymous) goes out every `resendEvery` until a DiscoverReply from the beacon's
  * address arrives or `timeout` passes: `undefined` then, and the caller falls back to the address the
- * registry observes.
+ * registry observes. The beacon link (`beacon-link.ts`) speaks the messages, as it does for the tunnel later.
  */
-import { Deferred, type Duration, Effect, Option, Result } from "effect"
-import * as NetAddress from "effect/net/NetAddress"
-import { inetAddress } from "../net/udp-endpoint.ts"
-import { decodeBeaconMessage, encodeBeaconMessage } from "../protocol/beacon.ts"
+import { Deferred, type Duration, Effect, Option } from "effect"
+import type * as NetAddress from "effect/net/NetAddress"
+import { type BeaconLink, makeBeaconLink } from "./beacon-link.ts"
 import type { BoundTunnelSocket } from "./tunnel.ts"
 
 export interface DiscoveryOptions {
@@ -21,21 +20,21 @@ export interface DiscoveryOptions {
   readonly resendEvery?: Duration.Input
 }
 
-const DISCOVER_ANONYMOUS = encodeBeaconMessage({ _tag: "Discover", node: 0 })
+/** Node ID 0: the beacon answers and records nothing (we have no node ID before registering). */
+const ANONYMOUS = 0
 
 /** Our endpoint as the beacon sees it (`host:port`), or `undefined` if it did not answer in time. */
 export const discoverEndpoint = (socket: BoundTunnelSocket, options: DiscoveryOptions): Effect.Effect<string | undefined> =>
   Effect.scoped(Effect.gen(function*() {
-    const beaconText = NetAddress.formatInet(options.beacon)
     const answer = yield* Deferred.make<string>()
+    const lent: { link?: BeaconLink } = {}
     const udp = yield* socket.borrow((datagram) => {
-      if (NetAddress.formatInet(datagram.from) !== beaconText) return
-      const decoded = decodeBeaconMessage(datagram.payload)
-      if (Result.isFailure(decoded) || decoded.success._tag !== "DiscoverReply") return
-      const seen = inetAddress(decoded.success.endpoint.ip, decoded.success.endpoint.port)
-      if (seen !== undefined) Deferred.doneUnsafe(answer, Effect.succeed(NetAddress.formatInet(seen)))
+      const input = lent.link?.accept(datagram.payload, datagram.from)
+      if (input?._tag === "DiscoverReply") Deferred.doneUnsafe(answer, Effect.succeed(input.endpoint))
     })
-    const ask = Effect.sync(() => udp.send(DISCOVER_ANONYMOUS, options.beacon)).pipe(
+    const link = makeBeaconLink(udp, options.beacon)
+    lent.link = link
+    const ask = Effect.sync(() => link.discover(ANONYMOUS)).pipe(
       Effect.andThen(Effect.sleep(options.resendEvery ?? "500 millis")),
       Effect.forever
     )
