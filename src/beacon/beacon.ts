@@ -27,7 +27,7 @@
 import { Clock, Duration, Effect, Fiber, Queue, Random, Result, Runtime, Schedule, Schema, Semaphore } from "effect"
 import * as NetAddress from "effect/net/NetAddress"
 import { lookup } from "node:dns/promises"
-import { backoffDelayMillis, type BackoffPolicy } from "../daemon/backoff.ts"
+import { backoffDelayMillis, type BackoffPolicy } from "../lifecycle/backoff.ts"
 import { type EssentialFiberFailed, supervise } from "../lifecycle/supervisor.ts"
 import { inetAddress, makeUdpEndpoint, type UdpStats } from "../net/udp-endpoint.ts"
 import { ExitCode } from "../platform/exit-codes.ts"

@@ -50,7 +50,7 @@ import {
   RegistryRejected,
   RegistryUnavailable
 } from "../registry/client.ts"
-import { backoffDelayMillis, type BackoffPolicy } from "./backoff.ts"
+import { backoffDelayMillis, type BackoffPolicy } from "../lifecycle/backoff.ts"
 
 export interface RegistrySessionOptions {
   readonly registry: RegistryClientOptions

@@ -8,7 +8,6 @@ import { Duration, Effect, Exit, Fiber, Layer, Schedule, Scope } from "effect"
 import fc from "fast-check"
 import * as net from "node:net"
 import { Identity } from "../../src/crypto/identity.ts"
-import { backoffDelayMillis, backoffStepMillis } from "../../src/daemon/backoff.ts"
 import { makeRegistrySession, type RegistrySessionOptions } from "../../src/daemon/registry-session.ts"
 import { type StepOutcome, StepRecorder } from "../../src/lifecycle/bounded.ts"
 import { localFileSystem } from "../../src/platform/file-system.ts"
@@ -124,30 +123,6 @@ const sessionOptions = (port: number, overrides: Partial<RegistrySessionOptions>
   heartbeatInterval: "100 millis",
   backoff: { base: "20 millis", cap: "100 millis" },
   ...overrides
-})
-
-describe("backoff", () => {
-  it("stays within [step/2, step], the step doubles from the base and never passes the cap", () => {
-    fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 2000 }),
-        fc.integer({ min: 1, max: 10_000 }),
-        fc.integer({ min: 0, max: 100_000 }),
-        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
-        (failures, baseMillis, extra, random) => {
-          const policy = { baseMillis, capMillis: baseMillis + extra }
-          const step = backoffStepMillis(failures, policy)
-          const delay = backoffDelayMillis(failures, policy, random)
-          assert.isAtMost(step, policy.capMillis)
-          assert.strictEqual(step, Math.min(policy.capMillis, baseMillis * 2 ** (failures - 1)))
-          assert.isAtLeast(delay, Math.floor(step / 2))
-          assert.isAtMost(delay, step)
-          assert.isAtLeast(backoffStepMillis(failures + 1, policy), step)
-        }
-      ),
-      { numRuns: 500 }
-    )
-  })
 })
 
 describe("registry session", () => {
