@@ -2,9 +2,8 @@
  * `pilot-registry`: the directory server (DESIGN.md §1). Flags follow the reference binary; each can also
  * come from `--config FILE` (flags win).
  */
-import { Clock, Effect, Layer, Option } from "effect"
+import { Clock, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { localFileSystem } from "../platform/file-system.ts"
 import { supervise } from "../lifecycle/supervisor.ts"
 import { COMMAND_LINE, ConfigError, type ConfigValues, loadConfigFile, setting } from "../platform/config-file.ts"
 import { formatHostPort, type HostPort } from "../platform/host-port.ts"
@@ -12,10 +11,9 @@ import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevelName, loggingLaye
 import { serveOpsHttp } from "../platform/ops-http.ts"
 import { reportSettingsError, runServiceBinary, serviceBody } from "../platform/service.ts"
 import { address, oneOf, optionalAddress, positive } from "../platform/settings.ts"
-import { layerEmbeddedStore } from "./embedded-store.ts"
-import { layerRedisStore } from "./redis-store.ts"
 import { makeRegistry } from "./registry.ts"
 import { RegistryStore } from "./store.ts"
+import { storeDescription, storeLayer } from "./store-settings.ts"
 
 const flags = {
   addr: Flag.String("addr").pipe(Flag.withDescription("TCP address to serve on (default :9000)"), Flag.optional),
@@ -62,26 +60,6 @@ const resolveSettings = (given: typeof flags extends infer F ? { [K in keyof F]:
     }
     return settings
   })
-
-const storeLayer = (settings: RegistrySettings): Layer.Layer<RegistryStore, unknown> =>
-  Option.isSome(settings.redis)
-    ? layerRedisStore({ url: settings.redis.value })
-    : layerEmbeddedStore(Option.isSome(settings.store) ? { path: settings.store.value } : {}).pipe(Layer.provide(localFileSystem))
-
-/** The Redis URL without credentials, for logs and health output. */
-const redactUrl = (url: string) => {
-  try {
-    const parsed = new URL(url)
-    parsed.username = ""
-    parsed.password = ""
-    return parsed.toString()
-  } catch {
-    return "(unparsable URL)"
-  }
-}
-
-const storeDescription = (settings: RegistrySettings) =>
-  Option.isSome(settings.redis) ? `redis ${redactUrl(settings.redis.value)}` : Option.isSome(settings.store) ? `embedded, snapshot ${settings.store.value}` : "embedded, memory only"
 
 const serve = (settings: RegistrySettings) =>
   Effect.gen(function*() {

@@ -17,13 +17,11 @@
 import { Clock, Context, Effect, Layer, Option } from "effect"
 import { beaconDetails, makeBeacon } from "../beacon/beacon.ts"
 import { type EssentialFiberFailed, supervise } from "../lifecycle/supervisor.ts"
-import { localFileSystem } from "../platform/file-system.ts"
 import { formatHostPort, type HostPort } from "../platform/host-port.ts"
 import { serveOpsHttp } from "../platform/ops-http.ts"
-import { layerEmbeddedStore } from "../registry/embedded-store.ts"
-import { layerRedisStore } from "../registry/redis-store.ts"
 import { makeRegistry } from "../registry/registry.ts"
 import { RegistryStore } from "../registry/store.ts"
+import { storeDescription, storeLayer } from "../registry/store-settings.ts"
 
 export interface RendezvousSettings {
   readonly registryAddr: HostPort
@@ -42,14 +40,6 @@ export interface RunningRendezvous {
   /** Never succeeds; fails with the first of the registry's accept loop and the beacon's loops to end. */
   readonly failure: Effect.Effect<never, EssentialFiberFailed>
 }
-
-const storeLayer = (settings: RendezvousSettings): Layer.Layer<RegistryStore, unknown> =>
-  Option.isSome(settings.redis)
-    ? layerRedisStore({ url: settings.redis.value })
-    : layerEmbeddedStore(Option.isSome(settings.store) ? { path: settings.store.value } : {}).pipe(Layer.provide(localFileSystem))
-
-export const storeDescription = (settings: RendezvousSettings): string =>
-  Option.isSome(settings.redis) ? "redis" : Option.isSome(settings.store) ? `embedded, snapshot ${settings.store.value}` : "embedded, memory only"
 
 /** A host to dial a listener bound to `host` on this machine. */
 export const dialHost = (host: string | undefined): string =>
