@@ -33,6 +33,15 @@ const rejection = (effect: Effect.Effect<unknown, unknown>) =>
 const join = (client: RegistryClient, id: Identity, extra: Record<string, unknown> = {}) =>
   client.call(registerRequest(id, "127.0.0.1:4000", extra)).pipe(Effect.map((r) => r["node_id"] as number))
 
+/** A registry with two nodes registered, and a client of it. */
+const aliceAndBob = Effect.gen(function*() {
+  const { client } = yield* startRegistry()
+  const c = yield* client()
+  const alice = Identity.generate()
+  const bob = Identity.generate()
+  return { c, alice, bob, a: yield* join(c, alice), b: yield* join(c, bob) }
+})
+
 describe("pilot-registry over TCP", () => {
   it.live("register, lookup and visibility: the endpoint is hidden until the node goes public", () =>
     Effect.gen(function*() {
@@ -93,12 +102,7 @@ describe("pilot-registry over TCP", () => {
 
   it.live("resolve: a private node's endpoint needs a trust pair reported by both sides", () =>
     Effect.gen(function*() {
-      const { client } = yield* startRegistry()
-      const c = yield* client()
-      const alice = Identity.generate()
-      const bob = Identity.generate()
-      const a = yield* join(c, alice)
-      const b = yield* join(c, bob)
+      const { c, alice, bob, a, b } = yield* aliceAndBob
       const resolveB = { type: "resolve", node_id: b, requester_id: a, signature: alice.signChallenge(resolveChallenge(a, b)) }
       assert.strictEqual(yield* rejection(c.call(resolveB)), "not_authorized")
       yield* c.call({ type: "report_trust", node_id: a, peer_id: b, signature: alice.signChallenge(reportTrustChallenge(a, b)) })
@@ -111,12 +115,7 @@ describe("pilot-registry over TCP", () => {
 
   it.live("relayed handshakes: requests and responses wait in the inbox, which is capped", () =>
     Effect.gen(function*() {
-      const { client } = yield* startRegistry()
-      const c = yield* client()
-      const alice = Identity.generate()
-      const bob = Identity.generate()
-      const a = yield* join(c, alice)
-      const b = yield* join(c, bob)
+      const { c, alice, bob, a, b } = yield* aliceAndBob
       const request = {
         type: "request_handshake",
         from_node_id: a,
