@@ -94,7 +94,8 @@ const main = async () => {
   await Effect.runPromise(pilotfishStream(a, b, 900))
   const results = { raw: [] as Array<number>, rawPps: [] as Array<number>, libp2p: [] as Array<number>, stream: [] as Array<number>, dgram: [] as Array<number>, dgramLoss: [] as Array<number> }
   const ratios = { streamVsRaw: [] as Array<number>, streamVsLibp2p: [] as Array<number>, dgramVsRaw: [] as Array<number> }
-  let port = 1000
+  // Fresh ports per round, above the built-in services (echo 7, data exchange 1001, event stream 1002).
+  let port = 2000
   for (let round = 0; round < ROUNDS; round++) {
     const cells: Array<() => Promise<void>> = [
       async () => {
