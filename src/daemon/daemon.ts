@@ -51,7 +51,7 @@ import { makeRegistryDirectory } from "./registry-directory.ts"
 import { makeRegistrySession, type RegistrySession } from "./registry-session.ts"
 import { daemonProbes, renderDaemonMetrics } from "./metrics.ts"
 import { runRxWatchdog, type RxWatchdogState } from "./rx-watchdog.ts"
-import { type DaemonSnapshot, healthJson, infoJson } from "./status.ts"
+import { type DaemonSnapshot, healthJson, infoJson, uptimeSeconds } from "./status.ts"
 
 export interface DaemonSettings {
   readonly identityPath: string
@@ -97,6 +97,8 @@ export const runDaemon = (settings: DaemonSettings) =>
       ? yield* makeWebhook({ url: settings.webhook.value, nodeId: () => ownNodeId ?? 0, bus: events })
       : undefined
     const identity = yield* loadOrCreateIdentity(settings.identityPath)
+    // identity.json, trust.json, inbox/, received/ and watchdog.json live together.
+    const dataDirectory = nodePath.dirname(settings.identityPath)
     const socket = yield* bindTunnelSocket(settings.listen)
     const udpPort = socket.address.port
     const beacon = Option.isSome(settings.beacon) ? yield* resolveInetAddress(settings.beacon.value) : undefined
@@ -123,7 +125,7 @@ export const runDaemon = (settings: DaemonSettings) =>
         endpoint,
         hostname,
         version: VERSION,
-        dataDirectory: nodePath.dirname(settings.identityPath),
+        dataDirectory,
         trustPending: trustState === undefined ? 0 : pendingCount(trustState),
         webhook: webhook?.stats(),
         plane: current === undefined ? undefined : {
@@ -216,7 +218,7 @@ export const runDaemon = (settings: DaemonSettings) =>
             if (kind === NotifyKind.RelayedHandshakeWaiting && running !== undefined) runInPlane(running.service.pollNow)
           }
         },
-        services: { dataDirectory: nodePath.dirname(settings.identityPath), events },
+        services: { dataDirectory, events },
         onTunnelEvent: (event) => {
           const { name, peerNodeId, ...data } = event
           events.publishUnsafe(name, { peer_node_id: peerNodeId, ...data })
@@ -232,7 +234,7 @@ export const runDaemon = (settings: DaemonSettings) =>
       }
       trust = yield* startTrust({
         policy: { trustedAgents: new Set(), autoApprove: settings.trustAutoApprove },
-        directory: nodePath.dirname(settings.identityPath),
+        directory: dataDirectory,
         identity,
         nodeId,
         transport: built.transport,
@@ -247,7 +249,7 @@ export const runDaemon = (settings: DaemonSettings) =>
 
     let watchdogState: RxWatchdogState | undefined
     const rxWatchdog = runRxWatchdog({
-      dataDirectory: nodePath.dirname(settings.identityPath),
+      dataDirectory,
       sample: Effect.gen(function*() {
         const current = plane
         if (current === undefined) return undefined
@@ -293,16 +295,16 @@ export const runDaemon = (settings: DaemonSettings) =>
         return Scope.close(ipcScope, Exit.void)
       })
     )
-    // Added last, so it runs first: subscribers hear about the shutdown before anything stops.
+    // Finalizers run last-added first: these two run before anything stops. Subscribers hear about the shutdown…
     yield* Effect.addFinalizer(() =>
       Effect.flatMap(snapshot, (s) =>
         events.publish("daemon.shutting_down", {
           open_connections: s.plane?.transport.connections ?? 0,
           known_peers: s.plane?.tunnel.peers ?? 0,
-          uptime_seconds: Math.floor((s.nowMs - s.startedMs) / 1000)
+          uptime_seconds: uptimeSeconds(s)
         }))
     )
-    // Added last, so it runs first at shutdown: systemd shows "deactivating" while the rest stops (bounded, 5 s).
+    // …after systemd shows "deactivating" (bounded, 5 s).
     yield* Effect.addFinalizer(() => notifier.stopping("shutting down"))
     // Liveness pings when the unit sets WatchdogSec= (returns at once otherwise): only while /health would be ok.
     yield* Effect.forkScoped(notifier.watchdog(Effect.map(probes, (p) => p.health.ok)))

@@ -36,7 +36,7 @@ export interface DaemonSnapshot {
   } | undefined
 }
 
-const uptimeSeconds = (s: DaemonSnapshot): number => Math.max(0, Math.floor((s.nowMs - s.startedMs) / 1000))
+export const uptimeSeconds = (s: DaemonSnapshot): number => Math.max(0, Math.floor((s.nowMs - s.startedMs) / 1000))
 
 const traffic = (s: DaemonSnapshot) => {
   const tunnel = s.plane?.tunnel
