@@ -17,11 +17,12 @@
  * clash: `--http` is the daemon's, the rendezvous' is `--registry-http`. `--config` files are not read here:
  * for a configured deployment run the two binaries.
  */
-import { Config, Effect, FileSystem, Option } from "effect"
+import { Effect, FileSystem, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
 import * as nodePath from "node:path"
 import { type DaemonSettings, runDaemon } from "../daemon/daemon.ts"
+import { nodeFlags, resolveNodeSettings } from "../daemon/flags.ts"
 import { COMMAND_LINE, ConfigError } from "../platform/config-file.ts"
 import { localFileSystem } from "../platform/file-system.ts"
 import { LOG_FORMATS, LOG_LEVELS, loggingLayer } from "../platform/logging.ts"
@@ -30,22 +31,13 @@ import { address, optionalAddress } from "../platform/settings.ts"
 import { type RendezvousSettings, serveRendezvous } from "../rendezvous/rendezvous.ts"
 
 const optionalString = (name: string, description: string) => Flag.String(name).pipe(Flag.withDescription(description), Flag.optional)
-const optionalBoolean = (name: string, description: string) => Flag.Boolean(name).pipe(Flag.withDescription(description), Flag.optional)
 
 const flags = {
   registryAddr: optionalString("registry-addr", "registry TCP address (default :9000)"),
   beaconAddr: optionalString("beacon-addr", "beacon UDP address (default :9001)"),
   store: optionalString("store", "snapshot file of the registry's embedded store (default ~/.pilot/registry.json)"),
   registryHttp: optionalString("registry-http", "address for the rendezvous' /health, /ready and /metrics (default: off)"),
-  socket: optionalString("socket", "the daemon's IPC socket path (env PILOT_SOCKET; default /tmp/pilot.sock)"),
-  identity: optionalString("identity", "the daemon's identity file; its directory holds trust.json, inbox/, received/ (default ~/.pilot/identity.json)"),
-  listen: optionalString("listen", "the daemon's UDP tunnel address (default :0)"),
-  endpoint: optionalString("endpoint", "endpoint to register, skipping discovery (default: what the beacon sees)"),
-  hostname: optionalString("hostname", "hostname to register"),
-  public: optionalBoolean("public", "make this node public: anyone may resolve its endpoint"),
-  trustAutoApprove: optionalBoolean("trust-auto-approve", "approve every trust request"),
-  http: optionalString("http", "address for the daemon's /health, /ready and /metrics (default: off)"),
-  webhook: optionalString("webhook", "POST every daemon event as JSON to this URL"),
+  ...nodeFlags,
   logLevel: Flag.Literals("log-level", LOG_LEVELS).pipe(Flag.withDescription("trace|debug|info|warn|error (default info)"), Flag.optional),
   logFormat: Flag.Literals("log-format", LOG_FORMATS).pipe(Flag.withDescription("text|json (default text)"), Flag.optional)
 }
@@ -63,9 +55,6 @@ interface Settings {
 const resolveSettings = (given: FlagValues) =>
   Effect.gen(function*() {
     const source = COMMAND_LINE
-    const socketFromEnv = Option.isSome(given.socket) ? given.socket : yield* Config.option(Config.String("PILOT_SOCKET")).pipe(
-      Effect.mapError((e) => new ConfigError({ source: "environment variable PILOT_SOCKET", detail: e.message }))
-    )
     const settings: Settings = {
       rendezvous: {
         registryAddr: yield* address("registry-addr", Option.getOrElse(given.registryAddr, () => ":9000"), source),
@@ -74,18 +63,8 @@ const resolveSettings = (given: FlagValues) =>
         redis: Option.none(),
         http: yield* optionalAddress("registry-http", given.registryHttp, source)
       },
-      daemon: {
-        identityPath: Option.getOrElse(given.identity, () => nodePath.join(PILOT_HOME, "identity.json")),
-        listen: yield* address("listen", Option.getOrElse(given.listen, () => ":0"), source),
-        socketPath: Option.getOrElse(socketFromEnv, () => "/tmp/pilot.sock"),
-        endpoint: given.endpoint,
-        relayOnly: false,
-        hostname: given.hostname,
-        http: yield* optionalAddress("http", given.http, source),
-        public: Option.getOrElse(given.public, () => false),
-        trustAutoApprove: Option.getOrElse(given.trustAutoApprove, () => false),
-        webhook: given.webhook
-      }
+      // The daemon's own flags, as `pilot-daemon` reads them (no config file here).
+      daemon: yield* resolveNodeSettings(given, {}, source)
     }
     return settings
   })
